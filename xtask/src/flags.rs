@@ -1,0 +1,421 @@
+//! The whole command-line interface of `cargo xtask` (DESIGN.md §3), in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Build, measure, launch and validate confidential-VM inference deployments from one cvm.toml.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    help_expected = true
+)]
+#[command(propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, lock, boot and inspect the guest image.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+    /// Compute launch measurements (SEV-SNP launch digest, TDX MRTD).
+    Measure(MeasureArgs),
+    /// Render launch scripts and libvirt domain XML.
+    #[command(subcommand)]
+    Launch(LaunchCommand),
+    /// Provision hosts and check their prerequisites.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Validate a node end to end and write JUnit/JSON/HTML reports.
+    Validate(ValidateArgs),
+    /// Register reference values with the attestation service and check key release.
+    #[command(subcommand)]
+    Attest(AttestCommand),
+    /// Check a deployment model (cvm.toml) without building anything.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Run the whole test suite (what CI and the README run); installs test tools as root.
+    Ci(CiArgs),
+}
+
+/// `-c FILE`: the deployment model.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArg {
+    /// Deployment model (cvm.toml); the embedded default when not given.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `guest …`.
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Build the guest image into target/cvm/<name>/.
+    Build(GuestBuildArgs),
+    /// Resolve the package closure into packages.lock next to the model.
+    Lock(GuestLockArgs),
+    /// Boot the built image non-confidentially under QEMU and wait for CVM-STATUS.
+    Boot(GuestBootArgs),
+    /// Show what a built image contains, or print the embedded default model.
+    Inspect(GuestInspectArgs),
+}
+
+/// `guest build`.
+#[derive(Debug, Args)]
+pub struct GuestBuildArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Output directory (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Fail instead of changing packages.lock.
+    #[arg(long)]
+    pub locked: bool,
+    /// Build only from packages.lock and the package cache, with no network access.
+    #[arg(long)]
+    pub offline: bool,
+    /// Rebuild every stage; keep only downloaded packages.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Never install missing build tools; fail with the command to run instead.
+    #[arg(long)]
+    pub no_install_deps: bool,
+}
+
+/// `guest lock`.
+#[derive(Debug, Args)]
+pub struct GuestLockArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+}
+
+/// QEMU accelerator for the emulated boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// KVM when it really runs guests (probed), else TCG.
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// `guest boot`.
+#[derive(Debug, Args)]
+pub struct GuestBootArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Seconds to wait for CVM-STATUS.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// QEMU accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+}
+
+/// `guest inspect`.
+#[derive(Debug, Args)]
+pub struct GuestInspectArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the embedded default cvm.toml (start your own model from it).
+    #[arg(long, conflicts_with_all = ["artifacts", "json"])]
+    pub default_model: bool,
+}
+
+/// `measure [snp|tdx]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct MeasureArgs {
+    /// Measure raw inputs instead of a model and its built artifacts.
+    #[command(subcommand)]
+    pub command: Option<MeasureCommand>,
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Print JSON (the measurements.json object).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `measure snp|tdx`.
+#[derive(Debug, Subcommand)]
+pub enum MeasureCommand {
+    /// SEV-SNP launch digest (flags as sev-snp-measure's).
+    Snp(MeasureSnpArgs),
+    /// TDX MRTD from the TDVF metadata.
+    Tdx(MeasureTdxArgs),
+}
+
+/// VMM whose launch sequence is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmType {
+    /// QEMU/KVM.
+    Qemu,
+    /// AWS EC2.
+    Ec2,
+}
+
+/// `measure snp`.
+#[derive(Debug, Args)]
+pub struct MeasureSnpArgs {
+    /// OVMF firmware image (the AmdSev build for kernel hashes).
+    #[arg(long, value_name = "F")]
+    pub ovmf: PathBuf,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N")]
+    pub vcpus: u32,
+    /// vCPU model (EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, …).
+    #[arg(
+        long,
+        value_name = "T",
+        required_unless_present = "vcpu_sig",
+        conflicts_with = "vcpu_sig"
+    )]
+    pub vcpu_type: Option<String>,
+    /// vCPU signature (CPUID 1 EAX) in hex.
+    #[arg(long, value_name = "HEX")]
+    pub vcpu_sig: Option<String>,
+    /// Kernel measured with kernel-hashes=on (e.g. uki.efi).
+    #[arg(long, value_name = "F")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd measured with the kernel.
+    #[arg(long, value_name = "F", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line measured with the kernel.
+    #[arg(long, value_name = "STR", requires = "kernel")]
+    pub append: Option<String>,
+    /// SEV guest features in hex.
+    #[arg(long, value_name = "HEX", default_value = "0x1")]
+    pub guest_features: String,
+    /// VMM type.
+    #[arg(long, value_enum, default_value_t = VmmType::Qemu)]
+    pub vmm_type: VmmType,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the VMM adds TDVF pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PageAddOrder {
+    /// Upstream KVM / QEMU >= 9.
+    Single,
+    /// Older TDX QEMU.
+    TwoPass,
+}
+
+/// `measure tdx`.
+#[derive(Debug, Args)]
+pub struct MeasureTdxArgs {
+    /// TDVF firmware image.
+    #[arg(long, value_name = "F")]
+    pub ovmf: PathBuf,
+    /// Page-add order of the VMM.
+    #[arg(long, value_enum, default_value_t = PageAddOrder::Single)]
+    pub page_add_order: PageAddOrder,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `launch …`.
+#[derive(Debug, Subcommand)]
+pub enum LaunchCommand {
+    /// Write launch-<tee>.sh and domain-<tee>.xml.
+    Render(LaunchRenderArgs),
+}
+
+/// `launch render`.
+#[derive(Debug, Args)]
+pub struct LaunchRenderArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Where to write the files (default: the artifacts directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// TEE selector for host commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TeeArg {
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+}
+
+/// `host …`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Print the provisioning plan for this host's release and TEE.
+    Plan(HostPlanArgs),
+    /// Apply the provisioning plan (asks first unless --yes; never reboots).
+    Apply(HostApplyArgs),
+    /// Collect this host's facts into a bundle directory.
+    Collect(HostCollectArgs),
+    /// Evaluate the preflight checks over a facts bundle (or this host).
+    Check(HostCheckArgs),
+}
+
+/// `host plan`.
+#[derive(Debug, Args)]
+pub struct HostPlanArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// os-release file to plan for instead of this host's.
+    #[arg(long, value_name = "FILE")]
+    pub os_release: Option<PathBuf>,
+    /// TEE to plan for instead of the model's.
+    #[arg(long, value_enum)]
+    pub tee: Option<TeeArg>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `host apply`.
+#[derive(Debug, Args)]
+pub struct HostApplyArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Apply without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `host collect`.
+#[derive(Debug, Args)]
+pub struct HostCollectArgs {
+    /// Bundle directory to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// BMC Redfish base URL (credentials from REDFISH_USERNAME / REDFISH_PASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub redfish: Option<String>,
+}
+
+/// `host check`.
+#[derive(Debug, Args)]
+pub struct HostCheckArgs {
+    /// Facts bundle to evaluate (default: collect this host into a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub facts: Option<PathBuf>,
+    /// Print JSON (DESIGN.md §7).
+    #[arg(long)]
+    pub json: bool,
+    /// Only these check ids (comma-separated; a prefix like `snp.` selects a group).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip these check ids (comma-separated).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Treat skipped checks as failures.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Node profile name (e.g. xe7745) or file.
+    #[arg(long, value_name = "NAME|FILE", default_value = "xe7745")]
+    pub profile: String,
+    /// Facts bundle (default: collect this host).
+    #[arg(long, value_name = "DIR")]
+    pub facts: Option<PathBuf>,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Where to write report.xml, report.json and report.html.
+    #[arg(long, value_name = "DIR", default_value = "target/cvm-reports")]
+    pub report_dir: PathBuf,
+    /// Boot the artifacts non-confidentially under QEMU instead of launching the CVM.
+    #[arg(long)]
+    pub emulate: bool,
+}
+
+/// `attest …`.
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Register the build's reference values with Fortanix CCM.
+    Register(AttestRegisterArgs),
+    /// Check that the model key in Fortanix DSM is released only to attested workloads.
+    Check(AttestCheckArgs),
+}
+
+/// `attest register`.
+#[derive(Debug, Args)]
+pub struct AttestRegisterArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Directory of the built artifacts (default: target/cvm/<name>).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Print what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `attest check`.
+#[derive(Debug, Args)]
+pub struct AttestCheckArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `model …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Load and validate a model; print it with every default filled in.
+    Check(ModelCheckArgs),
+}
+
+/// `model check`.
+#[derive(Debug, Args)]
+pub struct ModelCheckArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Print JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ci`.
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// Never install missing test tools; fail with the command to run instead.
+    #[arg(long)]
+    pub no_install_deps: bool,
+    /// Run only the fast checks (fmt, clippy, unit tests); skip the integration suites.
+    #[arg(long)]
+    pub quick: bool,
+}

@@ -1,0 +1,1 @@
+//! The guest image build pipeline and the emulated boot test (issue 3).

@@ -1,0 +1,1 @@
+//! The preflight check registry evaluated over a facts bundle (issue 6).

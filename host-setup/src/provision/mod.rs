@@ -1,0 +1,1 @@
+//! Host provisioning plans per Ubuntu release and TEE, and applying them (issue 7).

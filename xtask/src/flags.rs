@@ -43,6 +43,46 @@ pub enum Command {
     Model(ModelCommand),
     /// Run the whole test suite (what CI and the README run); installs test tools as root.
     Ci(CiArgs),
+    /// Benchmarks that print ratios against reference tools (not part of ci).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Guest image: bare mmdebstrap vs our cold build, no-op and cmdline-only rebuilds, boot times.
+    Image(BenchImageArgs),
+    /// Measurement: sev-snp-measure's whole-process time / ours, per input.
+    Measure(BenchMeasureArgs),
+    /// Preflight: `host check --facts` over a full bundle.
+    HostCheck(BenchHostCheckArgs),
+}
+
+/// `bench image`.
+#[derive(Debug, Args)]
+pub struct BenchImageArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+}
+
+/// `bench measure`.
+#[derive(Debug, Args)]
+pub struct BenchMeasureArgs {
+    /// Repetitions per input.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub runs: u32,
+}
+
+/// `bench host-check`.
+#[derive(Debug, Args)]
+pub struct BenchHostCheckArgs {
+    /// Facts bundle to evaluate (default: the healthy SEV-SNP XE7745 fixture).
+    #[arg(long, value_name = "DIR")]
+    pub facts: Option<PathBuf>,
+    /// Repetitions.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub runs: u32,
 }
 
 /// `-c FILE`: the deployment model.

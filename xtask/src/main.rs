@@ -2,6 +2,7 @@
 //! and calls the library crates; one module per command group. No logic lives here.
 
 mod attest;
+mod bench;
 mod ci;
 mod flags;
 mod guest;
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attest(command) => attest::run(command),
         Command::Model(command) => model::run(command),
         Command::Ci(args) => ci::run(args),
+        Command::Bench(command) => bench::run(command),
     }
 }
 

@@ -211,12 +211,16 @@ fn satisfied(requirement: &Requirement) -> bool {
 
 /// The requirements among `names` that the host lacks.
 pub fn missing(names: &[&str]) -> Vec<Requirement> {
-    let mut missing: Vec<Requirement> = names
-        .iter()
-        .map(|name| requirement(name))
-        .filter(|requirement| !satisfied(requirement))
-        .collect();
-    missing.dedup_by_key(|requirement| requirement.package);
+    let mut missing: Vec<Requirement> = Vec::new();
+    for requirement in names.iter().map(|name| requirement(name)) {
+        if !satisfied(&requirement)
+            && !missing
+                .iter()
+                .any(|seen| seen.package == requirement.package)
+        {
+            missing.push(requirement);
+        }
+    }
     missing
 }
 
@@ -410,32 +414,28 @@ pub fn debian_mirror_from_sources(files: &[(PathBuf, String)]) -> Option<String>
 }
 
 fn enable_bookworm_backports() -> Result<()> {
-    let mut files = Vec::new();
     let mut paths = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut more: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         more.sort();
         paths.extend(more);
     }
-    for path in paths {
-        if path.to_string_lossy().contains("backports") {
-            if let Ok(text) = fs::read_to_string(&path) {
-                if text.contains("bookworm-backports")
-                    && !text.lines().all(|l| l.trim_start().starts_with('#'))
-                {
-                    return Ok(()); // Already enabled.
-                }
-            }
-        }
-        if let Ok(text) = fs::read_to_string(&path) {
-            if text
-                .lines()
-                .any(|l| !l.trim_start().starts_with('#') && l.contains("bookworm-backports"))
-            {
-                return Ok(());
-            }
-            files.push((path, text));
-        }
+    let files: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .filter(|path| {
+            path.file_name().is_some_and(|name| name == "sources.list")
+                || path
+                    .extension()
+                    .is_some_and(|ext| ext == "list" || ext == "sources")
+        })
+        .filter_map(|path| fs::read_to_string(&path).ok().map(|text| (path, text)))
+        .collect();
+    let enabled = files.iter().any(|(_, text)| {
+        text.lines()
+            .any(|line| !line.trim_start().starts_with('#') && line.contains("bookworm-backports"))
+    });
+    if enabled {
+        return Ok(());
     }
     let Some(uri) = debian_mirror_from_sources(&files) else {
         bail!("cannot enable bookworm-backports: no Debian bookworm source found in /etc/apt/sources.list{{,.d}}; add a bookworm-backports source by hand");

@@ -1,0 +1,1 @@
+//! Unit tests of the launch rendering helpers: quoting, paths, MMIO sizing and warnings.

@@ -75,7 +75,11 @@ pub fn render(model: &LoadedModel, artifacts: &Path, out: &Path) -> Result<Vec<P
 
 /// Renders `launch-<tee>.sh` and `domain-<tee>.xml` in memory (nothing is written; `artifacts` is
 /// only read, and may not exist).
-pub fn render_files(model: &LoadedModel, artifacts: &Path, out: &Path) -> Result<Vec<RenderedFile>> {
+pub fn render_files(
+    model: &LoadedModel,
+    artifacts: &Path,
+    out: &Path,
+) -> Result<Vec<RenderedFile>> {
     let plan = plan::plan(model, artifacts, out)?;
     let tee = plan.tee.as_str();
     Ok(vec![

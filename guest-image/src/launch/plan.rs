@@ -139,9 +139,9 @@ impl Plan {
         match location {
             Location::Artifact(name) => self.artifacts.join(name).to_string_lossy().into_owned(),
             Location::Host(path) => path.clone(),
-            Location::ScriptDir(relative) => {
-                normalize(&self.out.join(relative)).to_string_lossy().into_owned()
-            }
+            Location::ScriptDir(relative) => normalize(&self.out.join(relative))
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 
@@ -192,9 +192,11 @@ pub(crate) fn plan(loaded: &LoadedModel, artifacts: &Path, out: &Path) -> Result
 
     let firmware = match &model.launch.firmware {
         Some(firmware) => {
-            let path = normalize(&std::path::absolute(loaded.resolve(&firmware.path)).with_context(
-                || format!("resolving launch.firmware.path {}", firmware.path.display()),
-            )?);
+            let path = normalize(
+                &std::path::absolute(loaded.resolve(&firmware.path)).with_context(|| {
+                    format!("resolving launch.firmware.path {}", firmware.path.display())
+                })?,
+            );
             let text = checked_text(&path, "launch.firmware.path", &loaded.source_name())?;
             FileCheck {
                 var: Var::Firmware,
@@ -208,11 +210,19 @@ pub(crate) fn plan(loaded: &LoadedModel, artifacts: &Path, out: &Path) -> Result
     };
     plan.files = vec![firmware];
     if model.launch.boot == BootMode::DirectUki {
-        plan.files
-            .push(artifact_check(Var::Uki, UKI_FILE, &plan.artifacts, &manifest)?);
+        plan.files.push(artifact_check(
+            Var::Uki,
+            UKI_FILE,
+            &plan.artifacts,
+            &manifest,
+        )?);
     }
-    plan.files
-        .push(artifact_check(Var::Disk, DISK_FILE, &plan.artifacts, &manifest)?);
+    plan.files.push(artifact_check(
+        Var::Disk,
+        DISK_FILE,
+        &plan.artifacts,
+        &manifest,
+    )?);
     plan.measurement = read_measurements(model, &plan)?;
     Ok(plan)
 }
@@ -463,7 +473,10 @@ fn read_measurements(model: &Model, plan: &Plan) -> Result<Vec<MeasurementLine>>
                     }
                 }
             }
-            for (key, var) in [("firmware_sha256", Var::Firmware), ("kernel_sha256", Var::Uki)] {
+            for (key, var) in [
+                ("firmware_sha256", Var::Firmware),
+                ("kernel_sha256", Var::Uki),
+            ] {
                 let recorded = hex_field(&inputs, key)?;
                 let launched = plan.file(var).and_then(|file| file.sha256.clone());
                 if let (Some(recorded), Some(launched)) = (recorded, launched) {

@@ -54,16 +54,16 @@ enum Part {
 pub(crate) struct Word(Vec<Part>);
 
 impl Word {
-    fn lit(text: impl Into<String>) -> Self {
+    pub(crate) fn lit(text: impl Into<String>) -> Self {
         Word(vec![Part::Lit(text.into())])
     }
 
-    fn push(mut self, text: impl Into<String>) -> Self {
+    pub(crate) fn push(mut self, text: impl Into<String>) -> Self {
         self.0.push(Part::Lit(text.into()));
         self
     }
 
-    fn var(mut self, var: Var, in_option: bool) -> Self {
+    pub(crate) fn var(mut self, var: Var, in_option: bool) -> Self {
         self.0.push(Part::Var { var, in_option });
         self
     }
@@ -234,7 +234,10 @@ pub(crate) fn arg_groups(plan: &Plan, mode: Mode) -> Vec<ArgGroup> {
 
     groups.push(group(
         "Firmware: one stateless image loaded with -bios (no pflash, no NVRAM).",
-        vec![Word::lit("-bios"), Word::default().var(Var::Firmware, false)],
+        vec![
+            Word::lit("-bios"),
+            Word::default().var(Var::Firmware, false),
+        ],
     ));
     match plan.boot {
         BootMode::DirectUki => groups.push(group(
@@ -247,7 +250,8 @@ pub(crate) fn arg_groups(plan: &Plan, mode: Mode) -> Vec<ArgGroup> {
         )),
         BootMode::Disk => {}
     }
-    let mut disk_device = "virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on".to_owned();
+    let mut disk_device =
+        "virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on".to_owned();
     if plan.boot == BootMode::Disk {
         disk_device.push_str(",bootindex=0");
     }
@@ -278,7 +282,10 @@ pub(crate) fn arg_groups(plan: &Plan, mode: Mode) -> Vec<ArgGroup> {
         for (index, device) in plan.passthrough.iter().enumerate() {
             let port = index + 1;
             groups.push(group(
-                format!("{} {} behind its own PCIe root port.", device.kind, device.address),
+                format!(
+                    "{} {} behind its own PCIe root port.",
+                    device.kind, device.address
+                ),
                 vec![
                     Word::lit("-device"),
                     Word::lit(format!(
@@ -408,7 +415,10 @@ pub(crate) fn resolve(
             Var::Uki => paths.uki.as_os_str().to_owned(),
             Var::Disk => paths.disk.as_os_str().to_owned(),
             Var::SerialLog => paths.serial_log.as_os_str().to_owned(),
-            Var::Cbitpos => cbitpos.map(|bit| bit.to_string()).unwrap_or_default().into(),
+            Var::Cbitpos => cbitpos
+                .map(|bit| bit.to_string())
+                .unwrap_or_default()
+                .into(),
         }
     };
     groups

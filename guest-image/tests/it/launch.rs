@@ -60,7 +60,10 @@ fn check(stem: &str) {
     let files = launch::render_files(&model, &dir, &dir).unwrap();
     let tee = model.model.deployment.tee;
     let names: Vec<_> = files.iter().map(|file| file.name.clone()).collect();
-    assert_eq!(names, [format!("launch-{tee}.sh"), format!("domain-{tee}.xml")]);
+    assert_eq!(
+        names,
+        [format!("launch-{tee}.sh"), format!("domain-{tee}.xml")]
+    );
     for file in files {
         expect_file![data().join("expect").join(stem).join(&file.name)].assert_eq(&file.contents);
     }
@@ -141,11 +144,18 @@ fn every_model_file_is_in_the_matrix() {
         let gpus = model.launch.gpus.len();
         let (tee, count, boot) = {
             let mut parts = stem.split('-');
-            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+            (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            )
         };
         assert_eq!(tee, model.deployment.tee.as_str(), "{stem}");
         assert_eq!(count, format!("{gpus}gpu"), "{stem}");
-        assert_eq!(boot == "direct", model.launch.boot == cvm_core::model::BootMode::DirectUki);
+        assert_eq!(
+            boot == "direct",
+            model.launch.boot == cvm_core::model::BootMode::DirectUki
+        );
     }
 }
 
@@ -190,7 +200,7 @@ impl DryRun {
         self.values("-object")
             .into_iter()
             .map(options)
-            .find(|object| object.get("") .is_some_and(|value| value == kind))
+            .find(|object| object.get("").is_some_and(|value| value == kind))
     }
 
     fn stem(&self) -> &str {
@@ -316,7 +326,9 @@ fn tee(run: &DryRun) -> Tee {
 fn correction_1_upstream_memory_backend() {
     for run in matrix() {
         assert!(
-            !run.argv.iter().any(|arg| arg.contains("memory-backend-memfd-private")),
+            !run.argv
+                .iter()
+                .any(|arg| arg.contains("memory-backend-memfd-private")),
             "{}",
             run.stem()
         );
@@ -363,7 +375,11 @@ fn correction_3_one_stateless_firmware_image_by_bios() {
         let bios = run.value("-bios");
         let expected = match &run.model.model.launch.firmware {
             Some(firmware) => firmware.path.clone(),
-            None => run._dir.path().join("artifacts").join(launch::FIRMWARE_FILE),
+            None => run
+                ._dir
+                .path()
+                .join("artifacts")
+                .join(launch::FIRMWARE_FILE),
         };
         assert_eq!(Path::new(bios), expected, "{stem}");
         let direct = run.model.model.launch.boot == cvm_core::model::BootMode::DirectUki;
@@ -371,10 +387,16 @@ fn correction_3_one_stateless_firmware_image_by_bios() {
         assert!(run.values("-initrd").is_empty() && run.values("-append").is_empty());
         if tee(run) == Tee::Snp {
             let snp = run.object("sev-snp-guest").unwrap();
-            assert_eq!(snp.get("kernel-hashes").map(String::as_str), direct.then_some("on"));
+            assert_eq!(
+                snp.get("kernel-hashes").map(String::as_str),
+                direct.then_some("on")
+            );
         }
         let xml = run.xml();
-        let loader = xml.descendants().find(|node| node.has_tag_name("loader")).unwrap();
+        let loader = xml
+            .descendants()
+            .find(|node| node.has_tag_name("loader"))
+            .unwrap();
         assert_eq!(loader.attribute("type"), Some("rom"), "{stem}");
         assert_eq!(loader.attribute("stateless"), Some("yes"), "{stem}");
         assert_eq!(loader.attribute("readonly"), Some("yes"), "{stem}");
@@ -400,10 +422,18 @@ fn correction_4_kvm_accelerator() {
 fn correction_5_pinned_cpu_model_and_count() {
     for run in matrix() {
         let model = &run.model.model;
-        assert_eq!(run.value("-smp"), model.launch.vcpus.to_string(), "{}", run.stem());
+        assert_eq!(
+            run.value("-smp"),
+            model.launch.vcpus.to_string(),
+            "{}",
+            run.stem()
+        );
         let cpu = options(run.value("-cpu"));
         let xml = run.xml();
-        let cpu_node = xml.descendants().find(|node| node.has_tag_name("cpu")).unwrap();
+        let cpu_node = xml
+            .descendants()
+            .find(|node| node.has_tag_name("cpu"))
+            .unwrap();
         match tee(run) {
             Tee::Snp => {
                 assert_eq!(cpu[""], model.vcpu_type().as_str(), "{}", run.stem());
@@ -418,7 +448,10 @@ fn correction_5_pinned_cpu_model_and_count() {
                 assert_eq!(cpu_node.attribute("mode"), Some("host-passthrough"));
             }
         }
-        let vcpus = xml.descendants().find(|node| node.has_tag_name("vcpu")).unwrap();
+        let vcpus = xml
+            .descendants()
+            .find(|node| node.has_tag_name("vcpu"))
+            .unwrap();
         assert_eq!(vcpus.text(), Some(model.launch.vcpus.to_string().as_str()));
     }
 }
@@ -429,8 +462,16 @@ fn correction_6_explicit_policy_reduced_phys_bits_and_cbitpos() {
     for run in matrix().iter().filter(|run| tee(run) == Tee::Snp) {
         let snp = run.model.model.snp();
         let object = run.object("sev-snp-guest").unwrap();
-        assert_eq!(object["policy"], format!("{:#x}", snp.policy), "{}", run.stem());
-        assert_eq!(object["reduced-phys-bits"], snp.reduced_phys_bits.to_string());
+        assert_eq!(
+            object["policy"],
+            format!("{:#x}", snp.policy),
+            "{}",
+            run.stem()
+        );
+        assert_eq!(
+            object["reduced-phys-bits"],
+            snp.reduced_phys_bits.to_string()
+        );
         let cbitpos = match snp.cbitpos {
             Some(bit) => u32::from(bit),
             None => {
@@ -441,13 +482,19 @@ fn correction_6_explicit_policy_reduced_phys_bits_and_cbitpos() {
         };
         assert_eq!(object["cbitpos"], cbitpos.to_string(), "{}", run.stem());
         let xml = run.xml();
-        let policy = xml.descendants().find(|node| node.has_tag_name("policy")).unwrap();
+        let policy = xml
+            .descendants()
+            .find(|node| node.has_tag_name("policy"))
+            .unwrap();
         assert_eq!(
             u64::from_str_radix(policy.text().unwrap().trim_start_matches("0x"), 16).unwrap(),
             snp.policy
         );
     }
-    assert!(from_cpuid > 0, "the matrix has no model that reads cbitpos from CPUID");
+    assert!(
+        from_cpuid > 0,
+        "the matrix has no model that reads cbitpos from CPUID"
+    );
 }
 
 #[test]
@@ -459,7 +506,10 @@ fn correction_6_unreadable_cpuid_fails_clearly() {
     let written = launch::render(&model, dir.path(), dir.path()).unwrap();
     let err = run_dry(&written[0], &dir.path().join("no-such-cpuid")).unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains("cannot read CPUID 0x8000001F"), "{message}");
+    assert!(
+        message.contains("cannot read CPUID 0x8000001F"),
+        "{message}"
+    );
     assert!(message.contains("launch.snp.cbitpos"), "{message}");
 }
 
@@ -491,8 +541,9 @@ fn correction_7_tdx_guest_object_and_split_irqchip() {
             .find(|node| node.has_tag_name("launchSecurity"))
             .unwrap();
         assert_eq!(security.attribute("type"), Some("tdx"));
-        assert!(xml.descendants().any(|node| node.has_tag_name("ioapic")
-            && node.attribute("driver") == Some("qemu")));
+        assert!(xml
+            .descendants()
+            .any(|node| node.has_tag_name("ioapic") && node.attribute("driver") == Some("qemu")));
     }
 }
 
@@ -501,24 +552,40 @@ fn correction_8_root_port_per_device_and_mmio_window() {
     for run in matrix() {
         let stem = run.stem();
         let model = &run.model.model;
-        let mut addresses: Vec<String> = model.launch.gpus.iter().map(|gpu| gpu.address.clone()).collect();
+        let mut addresses: Vec<String> = model
+            .launch
+            .gpus
+            .iter()
+            .map(|gpu| gpu.address.clone())
+            .collect();
         addresses.extend(model.launch.nvswitches.iter().cloned());
         let devices: Vec<BTreeMap<String, String>> =
             run.values("-device").into_iter().map(options).collect();
-        let ports: Vec<&BTreeMap<String, String>> =
-            devices.iter().filter(|device| device[""] == "pcie-root-port").collect();
-        let vfio: Vec<&BTreeMap<String, String>> =
-            devices.iter().filter(|device| device[""] == "vfio-pci").collect();
+        let ports: Vec<&BTreeMap<String, String>> = devices
+            .iter()
+            .filter(|device| device[""] == "pcie-root-port")
+            .collect();
+        let vfio: Vec<&BTreeMap<String, String>> = devices
+            .iter()
+            .filter(|device| device[""] == "vfio-pci")
+            .collect();
         assert_eq!(vfio.len(), addresses.len(), "{stem}");
         assert_eq!(ports.len(), addresses.len(), "{stem}");
         let mut buses = std::collections::BTreeSet::new();
         for (device, address) in vfio.iter().zip(&addresses) {
             assert_eq!(&device["host"], address, "{stem}");
-            let port = ports.iter().find(|port| port["id"] == device["bus"]).expect("its root port");
+            let port = ports
+                .iter()
+                .find(|port| port["id"] == device["bus"])
+                .expect("its root port");
             assert_eq!(port["bus"], "pcie.0");
-            assert!(buses.insert(device["bus"].clone()), "{stem}: a root port is shared");
+            assert!(
+                buses.insert(device["bus"].clone()),
+                "{stem}: a root port is shared"
+            );
         }
-        let fw_cfg: Vec<BTreeMap<String, String>> = run.values("-fw_cfg").into_iter().map(options).collect();
+        let fw_cfg: Vec<BTreeMap<String, String>> =
+            run.values("-fw_cfg").into_iter().map(options).collect();
         let xml = run.xml();
         let entry = xml
             .descendants()
@@ -531,24 +598,44 @@ fn correction_8_root_port_per_device_and_mmio_window() {
             assert_eq!(fw_cfg.len(), 1, "{stem}");
             assert_eq!(fw_cfg[0]["name"], launch::MMIO64_FW_CFG);
             let mib: u64 = fw_cfg[0]["string"].parse().unwrap();
-            assert!(mib >= launch::MMIO64_MIB_PER_GPU * model.launch.gpus.len() as u64, "{stem}");
-            assert_eq!(entry.and_then(|node| node.text()), Some(mib.to_string().as_str()));
+            assert!(
+                mib >= launch::MMIO64_MIB_PER_GPU * model.launch.gpus.len() as u64,
+                "{stem}"
+            );
+            assert_eq!(
+                entry.and_then(|node| node.text()),
+                Some(mib.to_string().as_str())
+            );
         }
-        let hostdevs = xml.descendants().filter(|node| node.has_tag_name("hostdev")).count();
+        let hostdevs = xml
+            .descendants()
+            .filter(|node| node.has_tag_name("hostdev"))
+            .count();
         let root_ports = xml
             .descendants()
             .filter(|node| node.attribute("model") == Some("pcie-root-port"))
             .count();
-        assert_eq!((hostdevs, root_ports), (addresses.len(), addresses.len()), "{stem}");
+        assert_eq!(
+            (hostdevs, root_ports),
+            (addresses.len(), addresses.len()),
+            "{stem}"
+        );
     }
 }
 
 #[test]
 fn correction_9_no_reboot() {
     for run in matrix() {
-        assert!(run.argv.iter().any(|arg| arg == "-no-reboot"), "{}", run.stem());
+        assert!(
+            run.argv.iter().any(|arg| arg == "-no-reboot"),
+            "{}",
+            run.stem()
+        );
         let xml = run.xml();
-        let on_reboot = xml.descendants().find(|node| node.has_tag_name("on_reboot")).unwrap();
+        let on_reboot = xml
+            .descendants()
+            .find(|node| node.has_tag_name("on_reboot"))
+            .unwrap();
         assert_eq!(on_reboot.text(), Some("destroy"));
     }
 }
@@ -578,7 +665,13 @@ fn network_is_exactly_what_the_model_asks_for() {
                 );
             }
             cvm_core::model::NetworkMode::Bridge => {
-                assert_eq!(netdevs, [format!("bridge,id=net0,br={}", network.bridge.as_ref().unwrap())]);
+                assert_eq!(
+                    netdevs,
+                    [format!(
+                        "bridge,id=net0,br={}",
+                        network.bridge.as_ref().unwrap()
+                    )]
+                );
             }
         }
     }
@@ -607,7 +700,11 @@ fn serial_console_goes_beside_the_script_unless_the_model_names_a_path() {
         let chardev = options(run.value("-chardev"));
         let path = PathBuf::from(&chardev["path"]);
         let expected = match &run.model.model.launch.serial_log {
-            None => run._dir.path().join("artifacts").join(launch::SERIAL_LOG_FILE),
+            None => run
+                ._dir
+                .path()
+                .join("artifacts")
+                .join(launch::SERIAL_LOG_FILE),
             Some(named) if Path::new(named).is_absolute() => PathBuf::from(named),
             Some(named) => run._dir.path().join("artifacts").join(named),
         };
@@ -624,19 +721,33 @@ fn moved_script_uses_its_new_directory() {
     stand_in_artifacts(&artifacts);
     let written = launch::render(&model, &artifacts, &out).unwrap();
     let script = std::fs::read_to_string(&written[0]).unwrap();
-    assert!(script.contains("artifacts_dir=\"$(cd -- \"${here}\"/../build/art && pwd -P)\""), "{script}");
+    assert!(
+        script.contains("artifacts_dir=\"$(cd -- \"${here}\"/../build/art && pwd -P)\""),
+        "{script}"
+    );
     // Move both directories together under a name with a space and a comma.
     let moved = dir.path().join("moved here, now");
     std::fs::create_dir(&moved).unwrap();
     std::fs::rename(dir.path().join("build"), moved.join("build")).unwrap();
     std::fs::rename(&out, moved.join("scripts")).unwrap();
-    let (argv, _) = run_dry(&moved.join("scripts/launch-snp.sh"), Path::new("/nonexistent")).unwrap();
+    let (argv, _) = run_dry(
+        &moved.join("scripts/launch-snp.sh"),
+        Path::new("/nonexistent"),
+    )
+    .unwrap();
     let kernel = argv.windows(2).find(|pair| pair[0] == "-kernel").unwrap()[1].clone();
-    assert_eq!(Path::new(&kernel), moved.join("build/art/uki.efi").canonicalize().unwrap());
+    assert_eq!(
+        Path::new(&kernel),
+        moved.join("build/art/uki.efi").canonicalize().unwrap()
+    );
     let drive = argv.windows(2).find(|pair| pair[0] == "-drive").unwrap()[1].clone();
     assert_eq!(
         options(&drive)["file"],
-        moved.join("build/art/disk.qcow2").canonicalize().unwrap().to_string_lossy()
+        moved
+            .join("build/art/disk.qcow2")
+            .canonicalize()
+            .unwrap()
+            .to_string_lossy()
     );
 }
 
@@ -647,7 +758,10 @@ fn render_writes_both_files_atomically_with_their_modes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("new/out");
     let written = launch::render(&model, &dir.path().join("absent"), &out).unwrap();
-    assert_eq!(written, [out.join("launch-tdx.sh"), out.join("domain-tdx.xml")]);
+    assert_eq!(
+        written,
+        [out.join("launch-tdx.sh"), out.join("domain-tdx.xml")]
+    );
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&written[0]), 0o755);
     assert_eq!(mode(&written[1]), 0o644);
@@ -656,7 +770,11 @@ fn render_writes_both_files_atomically_with_their_modes() {
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["domain-tdx.xml", "launch-tdx.sh"], "no temporary file is left");
+    assert_eq!(
+        names,
+        ["domain-tdx.xml", "launch-tdx.sh"],
+        "no temporary file is left"
+    );
 }
 
 #[test]
@@ -676,14 +794,26 @@ fn manifest_hashes_and_measurement_are_embedded() {
             .unwrap();
     for name in ["firmware.fd", "uki.efi", "disk.qcow2"] {
         let sha = manifest["artifacts"][name]["sha256"].as_str().unwrap();
-        assert!(script.contains(&format!("verify {name} ")) && script.contains(sha), "{name}");
+        assert!(
+            script.contains(&format!("verify {name} ")) && script.contains(sha),
+            "{name}"
+        );
     }
     let (_, rest) = run_dry(&written[0], Path::new("/nonexistent")).unwrap();
-    assert_eq!(rest, format!("expected SEV-SNP launch measurement: {}\n", "a1".repeat(48)));
+    assert_eq!(
+        rest,
+        format!("expected SEV-SNP launch measurement: {}\n", "a1".repeat(48))
+    );
     // A changed artifact is refused before anything starts.
     std::fs::write(artifacts.join("uki.efi"), "tampered\n").unwrap();
-    let message = format!("{:#}", run_dry(&written[0], Path::new("/nonexistent")).unwrap_err());
-    assert!(message.contains("uki.efi at ") && message.contains("was recorded"), "{message}");
+    let message = format!(
+        "{:#}",
+        run_dry(&written[0], Path::new("/nonexistent")).unwrap_err()
+    );
+    assert!(
+        message.contains("uki.efi at ") && message.contains("was recorded"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -700,7 +830,11 @@ fn tdx_measurement_lines_come_from_measurements_json() {
     let (_, rest) = run_dry(&written[0], Path::new("/nonexistent")).unwrap();
     assert_eq!(
         rest,
-        format!("expected TDX MRTD: {}\nexpected TDX RTMR1: {}\n", "b2".repeat(48), "c3".repeat(48))
+        format!(
+            "expected TDX MRTD: {}\nexpected TDX RTMR1: {}\n",
+            "b2".repeat(48),
+            "c3".repeat(48)
+        )
     );
 }
 
@@ -708,12 +842,22 @@ fn tdx_measurement_lines_come_from_measurements_json() {
 fn stale_measurements_are_bad_input() {
     // The fixture was measured for 16 vCPUs of EPYC-Genoa; this model has 4 of EPYC-v4.
     let model = model("snp-0gpu-direct");
-    let err = launch::render_files(&model, &data().join("artifacts-snp"), Path::new("/srv/cvm/x"))
-        .unwrap_err();
+    let err = launch::render_files(
+        &model,
+        &data().join("artifacts-snp"),
+        Path::new("/srv/cvm/x"),
+    )
+    .unwrap_err();
     assert!(is_bad_input(&err));
     let message = err.to_string();
-    assert!(message.contains("snp.inputs.vcpus is 16 but launch.vcpus is 4"), "{message}");
-    assert!(message.contains("run cargo xtask measure again"), "{message}");
+    assert!(
+        message.contains("snp.inputs.vcpus is 16 but launch.vcpus is 4"),
+        "{message}"
+    );
+    assert!(
+        message.contains("run cargo xtask measure again"),
+        "{message}"
+    );
     assert!(!message.contains('\n'));
 }
 
@@ -723,9 +867,14 @@ fn files_missing_at_render_time_fail_clearly_at_launch() {
     let dir = tempfile::tempdir().unwrap();
     let written = launch::render(&model, dir.path(), dir.path()).unwrap();
     stand_in_artifacts(dir.path());
-    let message = format!("{:#}", run_dry(&written[0], Path::new("/nonexistent")).unwrap_err());
+    let message = format!(
+        "{:#}",
+        run_dry(&written[0], Path::new("/nonexistent")).unwrap_err()
+    );
     assert!(
-        message.contains("firmware.fd was missing from the artifacts directory when this script was rendered"),
+        message.contains(
+            "firmware.fd was missing from the artifacts directory when this script was rendered"
+        ),
         "{message}"
     );
 }
@@ -733,8 +882,13 @@ fn files_missing_at_render_time_fail_clearly_at_launch() {
 #[test]
 fn host_without_the_tee_is_refused() {
     // This test host has neither SEV-SNP nor TDX: the real launch must refuse before QEMU runs.
-    for (stem, expected) in [("snp-0gpu-disk", "/dev/sev"), ("tdx-0gpu-disk", "kvm_intel/parameters/tdx")] {
-        if Path::new("/dev/sev").exists() || Path::new("/sys/module/kvm_intel/parameters/tdx").exists() {
+    for (stem, expected) in [
+        ("snp-0gpu-disk", "/dev/sev"),
+        ("tdx-0gpu-disk", "kvm_intel/parameters/tdx"),
+    ] {
+        if Path::new("/dev/sev").exists()
+            || Path::new("/sys/module/kvm_intel/parameters/tdx").exists()
+        {
             cvm_core::skip::skip("host_without_the_tee_is_refused", "this host has a TEE");
             return;
         }
@@ -748,7 +902,10 @@ fn host_without_the_tee_is_refused() {
             .run()
             .unwrap_err();
         let message = format!("{err:#}");
-        assert!(message.contains(expected) && message.contains("cargo xtask host check"), "{message}");
+        assert!(
+            message.contains(expected) && message.contains("cargo xtask host check"),
+            "{message}"
+        );
     }
 }
 
@@ -768,10 +925,20 @@ fn emulated_args_share_the_wiring_without_confidential_objects() {
             .map(|arg| arg.into_string().unwrap())
             .collect();
         let joined = argv.join(" ");
-        for absent in ["sev-snp-guest", "tdx-guest", "confidential-guest-support", "vfio-pci", "memory-backend"] {
+        for absent in [
+            "sev-snp-guest",
+            "tdx-guest",
+            "confidential-guest-support",
+            "vfio-pci",
+            "memory-backend",
+        ] {
             assert!(!joined.contains(absent), "{stem}: {absent} in {joined}");
         }
-        let pair = |flag: &str| argv.windows(2).find(|pair| pair[0] == flag).map(|pair| pair[1].clone());
+        let pair = |flag: &str| {
+            argv.windows(2)
+                .find(|pair| pair[0] == flag)
+                .map(|pair| pair[1].clone())
+        };
         assert_eq!(pair("-accel").as_deref(), Some("tcg"));
         assert_eq!(pair("-bios").as_deref(), Some("/a/firmware.fd"));
         assert_eq!(
@@ -779,7 +946,11 @@ fn emulated_args_share_the_wiring_without_confidential_objects() {
             Some("file=/a/b,,c/disk.qcow2,if=none,id=disk0,format=qcow2,readonly=on")
         );
         let direct = model.model.launch.boot == cvm_core::model::BootMode::DirectUki;
-        assert_eq!(pair("-kernel").as_deref(), direct.then_some("/a/uki.efi"), "{stem}");
+        assert_eq!(
+            pair("-kernel").as_deref(),
+            direct.then_some("/a/uki.efi"),
+            "{stem}"
+        );
         assert!(argv.iter().any(|arg| arg == "-no-reboot"));
     }
 }
@@ -875,7 +1046,10 @@ fn render_matrix(root: &Path) -> Vec<(String, Vec<PathBuf>)> {
         .iter()
         .map(|stem| {
             let dir = root.join(stem);
-            (stem.to_string(), launch::render(&model(stem), &dir, &dir).unwrap())
+            (
+                stem.to_string(),
+                launch::render(&model(stem), &dir, &dir).unwrap(),
+            )
         })
         .collect()
 }
@@ -887,7 +1061,10 @@ fn shellcheck_accepts_every_rendered_script() {
         return;
     }
     let Some(shellcheck) = cvm_core::deps::find_tool("shellcheck") else {
-        cvm_core::skip::skip(NAME, "shellcheck is not installed (cargo xtask ci installs it)");
+        cvm_core::skip::skip(
+            NAME,
+            "shellcheck is not installed (cargo xtask ci installs it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -933,13 +1110,21 @@ fn libvirt_schemas(kind: &str) -> Result<PathBuf, String> {
                 .find(|path| path.extension().is_some_and(|ext| ext == "deb"));
             match (download, deb) {
                 (Ok(_), Some(deb)) => {
-                    Cmd::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")).run().unwrap();
+                    Cmd::new("dpkg-deb")
+                        .arg("-x")
+                        .arg(&deb)
+                        .arg(dir.join("root"))
+                        .run()
+                        .unwrap();
                     if knows(&schemas) {
                         return Ok(schemas);
                     }
                     tried.push(format!("{package}/{suite} (no {kind})"));
                 }
-                (Err(err), _) => tried.push(format!("{package}/{suite} ({})", format!("{err:#}").lines().last().unwrap_or(""))),
+                (Err(err), _) => tried.push(format!(
+                    "{package}/{suite} ({})",
+                    format!("{err:#}").lines().last().unwrap_or("")
+                )),
                 (Ok(_), None) => tried.push(format!("{package}/{suite} (no .deb)")),
             }
         }
@@ -968,14 +1153,23 @@ fn libvirt_schema_accepts_every_domain() {
             }
         };
         for (stem, files) in rendered.iter().filter(|(stem, _)| stem.starts_with(tee)) {
-            let result = if schemas == Path::new("/usr/share/libvirt/schemas")
-                && cvm_core::deps::find_tool("virt-xml-validate").is_some()
-            {
-                Cmd::new("virt-xml-validate").arg(&files[1]).arg("domain").run()
+            let virt_xml_validate = cvm_core::deps::find_tool("virt-xml-validate");
+            let result = if let (true, Some(tool)) = (
+                schemas == Path::new("/usr/share/libvirt/schemas"),
+                &virt_xml_validate,
+            ) {
+                Cmd::new(tool).arg(&files[1]).arg("domain").run()
             } else {
                 // virt-xml-validate reads only the installed schemas; xmllint applies the same
                 // RELAX NG grammar from the unpacked package.
-                Cmd::new("xmllint")
+                let Some(xmllint) = cvm_core::deps::find_tool("xmllint") else {
+                    cvm_core::skip::skip(
+                        NAME,
+                        "xmllint is not installed (cargo xtask ci installs it)",
+                    );
+                    return;
+                };
+                Cmd::new(xmllint)
                     .args(["--noout", "--relaxng"])
                     .arg(schemas.join("domain.rng"))
                     .arg(&files[1])
@@ -995,7 +1189,10 @@ fn qemu_accepts_our_snp_arguments() {
         return;
     }
     let Some(qemu) = cvm_core::deps::find_tool("qemu-system-x86_64") else {
-        cvm_core::skip::skip(NAME, "qemu-system-x86_64 is not installed (cargo xtask ci installs it)");
+        cvm_core::skip::skip(
+            NAME,
+            "qemu-system-x86_64 is not installed (cargo xtask ci installs it)",
+        );
         return;
     };
     let version = Cmd::new(&qemu).arg("--version").read().unwrap();
@@ -1005,10 +1202,16 @@ fn qemu_accepts_our_snp_arguments() {
         .and_then(cvm_core::model::parse_version)
         .unwrap();
     if parsed < (9, 1, 0) {
-        cvm_core::skip::skip(NAME, &format!("{version:?} predates sev-snp-guest (QEMU 9.1)"));
+        cvm_core::skip::skip(
+            NAME,
+            &format!("{version:?} predates sev-snp-guest (QEMU 9.1)"),
+        );
         return;
     }
-    let help = Cmd::new(&qemu).args(["-object", "sev-snp-guest,help"]).read().unwrap();
+    let help = Cmd::new(&qemu)
+        .args(["-object", "sev-snp-guest,help"])
+        .read()
+        .unwrap();
     let listed: Vec<&str> = help
         .lines()
         .filter_map(|line| line.trim().split('=').next())
@@ -1022,7 +1225,10 @@ fn qemu_accepts_our_snp_arguments() {
             // cbitpos and reduced-phys-bits belong to the common SEV class, which help omits;
             // the dry start below proves QEMU accepts them.
             if property != "cbitpos" && property != "reduced-phys-bits" {
-                assert!(listed.contains(&property.as_str()), "{property} not in:\n{help}");
+                assert!(
+                    listed.contains(&property.as_str()),
+                    "{property} not in:\n{help}"
+                );
             }
         }
         // The rendered machine, memory, TEE object and firmware flags, and nothing else.
@@ -1033,7 +1239,10 @@ fn qemu_accepts_our_snp_arguments() {
         for object in run.values("-object") {
             args.extend(["-object".to_owned(), object.to_owned()]);
         }
-        args.extend(["-bios".to_owned(), firmware.path().to_string_lossy().into_owned()]);
+        args.extend([
+            "-bios".to_owned(),
+            firmware.path().to_string_lossy().into_owned(),
+        ]);
         args.extend(["-nodefaults", "-display", "none"].map(str::to_owned));
         for accel in ["kvm", "tcg"] {
             let output = Cmd::new(&qemu)
@@ -1043,8 +1252,15 @@ fn qemu_accepts_our_snp_arguments() {
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let errors: Vec<&str> = stderr.lines().filter(|line| !line.contains("warning:")).collect();
-            assert!(!output.status.success(), "{}: QEMU started with -accel {accel}", run.stem());
+            let errors: Vec<&str> = stderr
+                .lines()
+                .filter(|line| !line.contains("warning:"))
+                .collect();
+            assert!(
+                !output.status.success(),
+                "{}: QEMU started with -accel {accel}",
+                run.stem()
+            );
             let platform = [
                 "KVM required",
                 "not supported by KVM",
@@ -1052,7 +1268,14 @@ fn qemu_accepts_our_snp_arguments() {
                 "failed to initialize kvm",
                 "/dev/sev",
             ];
-            let ours = ["Invalid parameter", "Parameter '", "Property '", "does not match", "is missing", "does not accept"];
+            let ours = [
+                "Invalid parameter",
+                "Parameter '",
+                "Property '",
+                "does not match",
+                "is missing",
+                "does not accept",
+            ];
             let text = errors.join("\n");
             assert!(
                 platform.iter().any(|pattern| text.contains(pattern))

@@ -119,10 +119,22 @@ qemu_args=(
   -no-reboot
 )
 
-if ((dry_run)); then
-  printf '%q' "$qemu"
-  printf ' %q' "${qemu_args[@]}"
+# Prints the command as one line a shell reads back into the same words.
+print_command() {
+  local word separator=''
+  for word in "$qemu" "${qemu_args[@]}"; do
+    if [[ "$word" =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then
+      printf '%s%s' "$separator" "$word"
+    else
+      printf '%s%q' "$separator" "$word"
+    fi
+    separator=' '
+  done
   printf '\n'
+}
+
+if ((dry_run)); then
+  print_command
   print_measurement
   exit 0
 fi

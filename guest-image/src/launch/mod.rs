@@ -1,7 +1,7 @@
 //! Rendering of launch scripts and libvirt domain XML from the model (issue 5).
 //!
-//! One [`plan`](plan::Plan) is built from the validated model and the artifacts directory; the QEMU
-//! argument vector is built from it once ([`qemu::arg_groups`]) and rendered into
+//! One launch plan is built from the validated model and the artifacts directory; the QEMU
+//! argument vector is built from it once (`qemu::arg_groups`) and rendered into
 //! `launch-<tee>.sh` (Tera template, every value shell-quoted by autoescaping), while
 //! `domain-<tee>.xml` is rendered from the same plan (Tera template, every value XML-escaped by
 //! autoescaping). [`emulated_args`] gives the emulated boot the same disk, UKI and firmware wiring

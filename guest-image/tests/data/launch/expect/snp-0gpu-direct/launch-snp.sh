@@ -146,6 +146,7 @@ fi
 
 check_host
 command -v -- "$qemu" >/dev/null || die "$qemu not found; install QEMU 9.2.1 or 10.x (qemu-system-x86), or set QEMU"
+mkdir -p -- "$(dirname -- "$serial_log")" || die "cannot create the directory of the serial log $serial_log"
 print_measurement >&2
 printf '%s: starting; the serial console goes to %s\n' launch-snp.sh "$serial_log" >&2
 exec "$qemu" "${qemu_args[@]}"

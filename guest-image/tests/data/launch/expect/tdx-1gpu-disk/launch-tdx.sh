@@ -135,6 +135,7 @@ fi
 
 check_host
 command -v -- "$qemu" >/dev/null || die "$qemu not found; install a QEMU with tdx-guest (upstream 10.1 or later), or set QEMU"
+mkdir -p -- "$(dirname -- "$serial_log")" || die "cannot create the directory of the serial log $serial_log"
 print_measurement >&2
 printf '%s: starting; the serial console goes to %s\n' launch-tdx.sh "$serial_log" >&2
 exec "$qemu" "${qemu_args[@]}"

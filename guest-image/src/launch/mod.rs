@@ -180,6 +180,7 @@ struct ScriptContext {
     files: Vec<ScriptFile>,
     serial_log: String,
     cbitpos: Option<u8>,
+    vcpu_type: String,
     devices: Vec<ScriptDevice>,
     measurement: Vec<plan::MeasurementLine>,
     arg_groups: Vec<ScriptArgGroup>,
@@ -241,6 +242,7 @@ fn render_script(plan: &Plan) -> Result<String> {
             .collect(),
         serial_log: shell_location(&plan.serial_log),
         cbitpos: plan.snp.as_ref().and_then(|snp| snp.cbitpos),
+        vcpu_type: plan.vcpu_type.clone(),
         devices: plan
             .passthrough
             .iter()

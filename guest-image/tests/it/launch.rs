@@ -722,7 +722,7 @@ fn moved_script_uses_its_new_directory() {
     let written = launch::render(&model, &artifacts, &out).unwrap();
     let script = std::fs::read_to_string(&written[0]).unwrap();
     assert!(
-        script.contains("artifacts_dir=\"$(cd -- \"${here}\"/../build/art && pwd -P)\""),
+        script.contains("artifacts_relative=../build/art\n"),
         "{script}"
     );
     // Move both directories together under a name with a space and a comma.
@@ -879,33 +879,93 @@ fn files_missing_at_render_time_fail_clearly_at_launch() {
     );
 }
 
+/// Writes a stand-in QEMU that lists `objects` and `cpus` and fails on anything else.
+fn stub_qemu(dir: &Path, objects: &[&str], cpus: &[&str]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("stub-qemu");
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|item| format!("  {item}\n"))
+            .collect::<String>()
+    };
+    let script = format!(
+        "#!/bin/sh\ncase \"$1 $2\" in\n'-object help') printf 'Available object backend types:\\n{}' ;;\n'-cpu help') printf 'Available CPUs:\\n{}' ;;\n*) echo \"stub QEMU started: $*\" >&2; exit 3 ;;\nesac\n",
+        list(objects).replace('\n', "\\n"),
+        list(cpus).replace('\n', "\\n"),
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Renders `model` with stand-in artifacts and runs the real launch with `qemu`; returns the error.
+fn launch_error(model: &LoadedModel, qemu: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    stand_in_artifacts(dir.path());
+    let written = launch::render(model, dir.path(), dir.path()).unwrap();
+    let err = Cmd::new("bash")
+        .arg(&written[0])
+        .env("QEMU", qemu)
+        .run()
+        .unwrap_err();
+    format!("{err:#}")
+}
+
+#[test]
+fn qemu_without_what_the_guest_needs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = stub_qemu(
+        dir.path(),
+        &["memory-backend-ram", "sev-guest"],
+        &["EPYC-v4"],
+    );
+    let message = launch_error(&model("snp-0gpu-disk"), &old);
+    assert!(
+        message.contains("has no sev-snp-guest object; SEV-SNP needs QEMU 9.1 or later"),
+        "{message}"
+    );
+    let message = launch_error(&model("tdx-0gpu-disk"), &old);
+    assert!(message.contains("has no tdx-guest object"), "{message}");
+    // QEMU 10.0 has sev-snp-guest but no EPYC-Turin.
+    let mut turin = model("snp-0gpu-disk");
+    turin.model.launch.vcpu_type = Some(cvm_core::model::VcpuType::EpycTurin);
+    let qemu_10_0 = stub_qemu(
+        dir.path(),
+        &["sev-snp-guest"],
+        &["EPYC-Genoa", "EPYC-Genoa-v1"],
+    );
+    let message = launch_error(&turin, &qemu_10_0);
+    assert!(
+        message.contains("has no vCPU model EPYC-Turin"),
+        "{message}"
+    );
+}
+
 #[test]
 fn host_without_the_tee_is_refused() {
     // This test host has neither SEV-SNP nor TDX: the real launch must refuse before QEMU runs.
+    if Path::new("/dev/sev").exists() || Path::new("/sys/module/kvm_intel/parameters/tdx").exists()
+    {
+        cvm_core::skip::skip("host_without_the_tee_is_refused", "this host has a TEE");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let qemu = stub_qemu(
+        dir.path(),
+        &["sev-snp-guest", "tdx-guest"],
+        &["EPYC-Milan", "host"],
+    );
     for (stem, expected) in [
         ("snp-0gpu-disk", "/dev/sev"),
         ("tdx-0gpu-disk", "kvm_intel/parameters/tdx"),
     ] {
-        if Path::new("/dev/sev").exists()
-            || Path::new("/sys/module/kvm_intel/parameters/tdx").exists()
-        {
-            cvm_core::skip::skip("host_without_the_tee_is_refused", "this host has a TEE");
-            return;
-        }
-        let model = model(stem);
-        let dir = tempfile::tempdir().unwrap();
-        stand_in_artifacts(dir.path());
-        let written = launch::render(&model, dir.path(), dir.path()).unwrap();
-        let err = Cmd::new("bash")
-            .arg(&written[0])
-            .env("QEMU", "/bin/false")
-            .run()
-            .unwrap_err();
-        let message = format!("{err:#}");
+        let message = launch_error(&model(stem), &qemu);
         assert!(
             message.contains(expected) && message.contains("cargo xtask host check"),
             "{message}"
         );
+        assert!(!message.contains("stub QEMU started"), "{message}");
     }
 }
 
@@ -1068,7 +1128,16 @@ fn shellcheck_accepts_every_rendered_script() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (stem, files) in render_matrix(dir.path()) {
+    let mut rendered = render_matrix(dir.path());
+    // A script rendered away from its artifacts takes another path through the template.
+    let apart = launch::render(
+        &model("snp-1gpu-direct"),
+        &dir.path().join("apart/artifacts"),
+        &dir.path().join("apart/scripts"),
+    )
+    .unwrap();
+    rendered.push(("snp-1gpu-direct (apart)".to_owned(), apart));
+    for (stem, files) in rendered {
         let result = Cmd::new(&shellcheck)
             .args(["--shell=bash", "--severity=style", "--external-sources"])
             .arg(&files[0])

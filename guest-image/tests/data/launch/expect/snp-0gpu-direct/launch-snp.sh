@@ -138,14 +138,24 @@ print_command() {
   printf '\n'
 }
 
+# Refuses a QEMU that lacks what this guest needs.
+check_qemu() {
+  command -v -- "$qemu" >/dev/null || die "$qemu not found; install QEMU 9.2.1 or 10.x (qemu-system-x86), or set QEMU"
+  local objects cpus model=EPYC-v4
+  objects="$("$qemu" -object help 2>&1)" || die "$qemu -object help failed: $objects"
+  grep -qxF '  sev-snp-guest' <<<"$objects" || die "$qemu has no sev-snp-guest object; SEV-SNP needs QEMU 9.1 or later (9.2.1 and 10.x are tested)"
+  cpus="$("$qemu" -cpu help 2>&1)" || die "$qemu -cpu help failed: $cpus"
+  grep -qw -- "$model" <<<"$cpus" || die "$qemu has no vCPU model $model (EPYC-Turin needs a QEMU newer than 10.0); set launch.vcpu-type to one it has, then measure and render again"
+}
+
 if ((dry_run)); then
   print_command
   print_measurement
   exit 0
 fi
 
+check_qemu
 check_host
-command -v -- "$qemu" >/dev/null || die "$qemu not found; install QEMU 9.2.1 or 10.x (qemu-system-x86), or set QEMU"
 mkdir -p -- "$(dirname -- "$serial_log")" || die "cannot create the directory of the serial log $serial_log"
 print_measurement >&2
 printf '%s: starting; the serial console goes to %s\n' launch-snp.sh "$serial_log" >&2

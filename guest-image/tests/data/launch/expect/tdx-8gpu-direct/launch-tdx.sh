@@ -177,14 +177,22 @@ print_command() {
   printf '\n'
 }
 
+# Refuses a QEMU that lacks what this guest needs.
+check_qemu() {
+  command -v -- "$qemu" >/dev/null || die "$qemu not found; install a QEMU with tdx-guest (upstream 10.1 or later), or set QEMU"
+  local objects
+  objects="$("$qemu" -object help 2>&1)" || die "$qemu -object help failed: $objects"
+  grep -qxF '  tdx-guest' <<<"$objects" || die "$qemu has no tdx-guest object; TDX needs upstream QEMU 10.1 or later, or the TDX build of Canonical's PPA"
+}
+
 if ((dry_run)); then
   print_command
   print_measurement
   exit 0
 fi
 
+check_qemu
 check_host
-command -v -- "$qemu" >/dev/null || die "$qemu not found; install a QEMU with tdx-guest (upstream 10.1 or later), or set QEMU"
 mkdir -p -- "$(dirname -- "$serial_log")" || die "cannot create the directory of the serial log $serial_log"
 print_measurement >&2
 printf '%s: starting; the serial console goes to %s\n' launch-tdx.sh "$serial_log" >&2

@@ -13,7 +13,12 @@ use xshell::{cmd, Shell};
 use crate::{flags::CiArgs, project_root};
 
 /// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
-const TEST_REQUIREMENTS: &[&str] = &[];
+const TEST_REQUIREMENTS: &[&str] = &[
+    "shellcheck",
+    "virt-xml-validate",
+    "xmllint",
+    "qemu-system-x86_64",
+];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {
     let started = Instant::now();

@@ -49,17 +49,18 @@ pub fn verify(dir: &Path) -> CheckResult {
         );
     }
     let manifest_path = dir.join("manifest.json");
-    let text =
-        match std::fs::read_to_string(&manifest_path) {
-            Ok(text) => text,
-            Err(err) => return result(
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => text,
+        Err(err) => {
+            return result(
                 Status::Fail,
                 format!("cannot read {}: {err}", manifest_path.display()),
                 &format!(
                     "rebuild the guest: {BUILD}; a complete build always writes manifest.json last"
                 ),
-            ),
-        };
+            )
+        }
+    };
     let manifest: Manifest = match serde_json::from_str(&text) {
         Ok(manifest) => manifest,
         Err(err) => {

@@ -507,3 +507,6 @@ fn slots_with_id(devices: &[PciDevice], pci_id: &str) -> Vec<String> {
     }
     slots
 }
+
+#[cfg(test)]
+mod tests;

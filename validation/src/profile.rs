@@ -180,6 +180,7 @@ pub fn parse(text: &str, source: &str) -> Result<Profile> {
         let message = err.message().replace('\n', " ");
         let location = err
             .span()
+            .filter(|span| !(span.start == 0 && span.end >= text.trim_end().len()))
             .map(|span| {
                 let (line, column) = cvm_core::model::line_column(text, span.start);
                 format!(":{line}:{column}")

@@ -181,7 +181,7 @@ fn certificate_for_another_name_fails() {
         },
         true,
         Status::Fail,
-        "NotValidForName",
+        "certificate not valid for name \"127.0.0.1\"",
     );
 }
 

@@ -145,3 +145,6 @@ pub fn verify(dir: &Path) -> CheckResult {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -286,3 +286,6 @@ fn measurement(status: &CvmStatus, emulated: bool, expected: &Expected) -> Check
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

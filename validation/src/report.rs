@@ -1,5 +1,6 @@
-//! Reports from one result list: `report.xml` (JUnit), `report.json` (DESIGN.md §7) and
-//! `report.html` (self-contained, for people). All three are rendered from the same [`Report`].
+//! Reports from one result list: `report.xml` (JUnit), `report.json` (DESIGN.md §7),
+//! `report.html` (self-contained, for people) and `report.md` (the CI job summary). All are rendered
+//! from the same [`Report`].
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ pub struct Input {
     pub value: String,
 }
 
-/// The three files written by [`write_all`].
+/// The files written by [`write_all`].
 #[derive(Debug, Clone)]
 pub struct Written {
     /// report.xml.
@@ -35,9 +36,11 @@ pub struct Written {
     pub json: PathBuf,
     /// report.html.
     pub html: PathBuf,
+    /// report.md.
+    pub markdown: PathBuf,
 }
 
-/// Writes report.xml, report.json and report.html into `dir` (created if needed).
+/// Writes report.xml, report.json, report.html and report.md into `dir` (created if needed).
 pub fn write_all(report: &Report, info: &RunInfo, dir: &Path) -> Result<Written> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating report directory {}", dir.display()))?;
@@ -45,6 +48,7 @@ pub fn write_all(report: &Report, info: &RunInfo, dir: &Path) -> Result<Written>
         junit: dir.join("report.xml"),
         json: dir.join("report.json"),
         html: dir.join("report.html"),
+        markdown: dir.join("report.md"),
     };
     let write = |path: &Path, text: String| {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -52,6 +56,7 @@ pub fn write_all(report: &Report, info: &RunInfo, dir: &Path) -> Result<Written>
     write(&written.junit, junit(report, info)?)?;
     write(&written.json, json(report)?)?;
     write(&written.html, html(report, info)?)?;
+    write(&written.markdown, markdown(report, info))?;
     Ok(written)
 }
 
@@ -129,6 +134,51 @@ pub fn html(report: &Report, info: &RunInfo) -> Result<String> {
     context.insert("checks", &report.checks);
     tera.render("report.html", &context)
         .context("rendering the HTML report")
+}
+
+/// A Markdown summary for CI job summaries (`$GITHUB_STEP_SUMMARY`): counts first, then a table of
+/// every check that did not pass. Table cells are escaped so host text cannot break the table or
+/// inject markup.
+pub fn markdown(report: &Report, info: &RunInfo) -> String {
+    let summary = &report.summary;
+    let mut text = format!(
+        "## {}: {}\n\n{} passed, {} failed, {} warnings, {} skipped ({} checks)\n",
+        cell(&info.suite),
+        if summary.fail > 0 { "FAILED" } else { "PASSED" },
+        summary.pass,
+        summary.fail,
+        summary.warn,
+        summary.skip,
+        report.checks.len()
+    );
+    let not_passing: Vec<&CheckResult> = report
+        .checks
+        .iter()
+        .filter(|check| check.status != Status::Pass)
+        .collect();
+    if !not_passing.is_empty() {
+        text.push_str("\n| check | status | detail | remediation |\n|---|---|---|---|\n");
+        for check in not_passing {
+            text.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                cell(&check.id),
+                check.status.as_str(),
+                cell(&check.detail),
+                cell(&check.remediation)
+            ));
+        }
+    }
+    text
+}
+
+/// Escapes text for one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
+        .replace('`', "'")
+        .replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     }
     let summary = report.summary;
     eprintln!(
-        "{:>12} {} passed, {} failed, {} warnings, {} skipped; reports: {}, {}, {}",
+        "{:>12} {} passed, {} failed, {} warnings, {} skipped; reports: {}, {}, {}, {}",
         "Finished",
         summary.pass,
         summary.fail,
@@ -81,7 +81,8 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         summary.skip,
         written.junit.display(),
         written.json.display(),
-        written.html.display()
+        written.html.display(),
+        written.markdown.display()
     );
     Ok(ExitCode::from(report.exit_code()))
 }

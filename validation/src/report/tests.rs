@@ -4,7 +4,7 @@
 use cvm_core::check::{CheckResult, Report, Status};
 use quick_xml::{events::Event, Reader, XmlVersion};
 
-use super::{html, json, junit, write_all, Input, RunInfo};
+use super::{html, json, junit, markdown, write_all, Input, RunInfo};
 
 fn result(id: &str, status: Status, detail: &str, remediation: &str) -> CheckResult {
     CheckResult {
@@ -242,4 +242,27 @@ fn all_reports_are_written_from_the_same_list() {
     for id in ids {
         assert!(page.contains(&format!("<tr id=\"{id}\">")));
     }
+}
+
+#[test]
+fn markdown_summary_lists_what_did_not_pass() {
+    let text = markdown(&sample(), &info());
+    expect_test::expect![[r#"
+        ## cvm-validate xe7745: FAILED
+
+        1 passed, 2 failed, 1 warnings, 1 skipped (5 checks)
+
+        | check | status | detail | remediation |
+        |---|---|---|---|
+        | `xe7745.gpus` | fail | 7 GPU(s) with PCI id 10de:2bb5; expected 8 | reseat the GPU |
+        | `xe7745.qemu` | warn | 10.1.0 is not the validated 9.2.1 | install 9.2.1 |
+        | `e2e.launch` | skip | emulated boot not available: guest boot is not implemented in this build |  |
+        | `e2e.endpoint-https` | fail | &lt;script&gt;alert('x')&lt;/script&gt; &amp; "quoted" &lt;/td&gt;&lt;/tr&gt;&lt;img src=x onerror=alert(1)&gt; | &lt;script&gt;alert('x')&lt;/script&gt; &amp; "quoted" &lt;/td&gt;&lt;/tr&gt;&lt;img src=x onerror=alert(1)&gt; |
+    "#]]
+    .assert_eq(&text);
+}
+
+#[test]
+fn markdown_cells_cannot_break_the_table() {
+    assert_eq!(super::cell("a|b\nc`d`"), "a\\|b c'd'");
 }

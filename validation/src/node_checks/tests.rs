@@ -120,7 +120,7 @@ fn check(edits: &[Edit], expect: &[(&str, Status)]) {
     );
 }
 
-const GPU_7: &str = "0000:b5:00.0";
+const GPU_7: &str = "0000:e1:00.0";
 
 #[test]
 fn passing_bundle_passes_every_row() {
@@ -298,9 +298,9 @@ fn no_nvme() {
 fn bluefield3_missing() {
     check(
         &[
-            DropPci("0000:41:00.0"),
-            DropPci("0000:41:00.1"),
-            DropPci("0000:41:00.2"),
+            DropPci("0000:4a:00.0"),
+            DropPci("0000:4a:00.1"),
+            DropPci("0000:4a:00.2"),
         ],
         &[("xe7745.nic-bluefield3", Fail)],
     );
@@ -309,7 +309,7 @@ fn bluefield3_missing() {
 #[test]
 fn connectx6lx_missing() {
     check(
-        &[DropPci("0000:61:00.0"), DropPci("0000:61:00.1")],
+        &[DropPci("0000:6a:00.0"), DropPci("0000:6a:00.1")],
         &[("xe7745.nic-connectx6lx", Fail)],
     );
 }
@@ -324,7 +324,7 @@ fn three_connectx7() {
 
 #[test]
 fn one_port_of_a_dual_port_adapter_is_still_one_adapter() {
-    check(&[DropPci("0000:61:00.1")], &[]);
+    check(&[DropPci("0000:6a:00.1")], &[]);
 }
 
 #[test]

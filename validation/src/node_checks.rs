@@ -256,7 +256,7 @@ fn cpu_tee(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
         Fact::Present(flags) => flags,
         other => return row.missing(&other, "/proc/cpuinfo flags"),
     };
-    let has_flag = flags.iter().any(|flag| *flag == tee.cpuinfo_flag);
+    let has_flag = flags.contains(&tee.cpuinfo_flag);
     let parameter = facts.kvm_amd_parameter(&tee.kvm_parameter);
     let kvm_enabled = match &parameter {
         Fact::Present(value) => value == "Y" || value == "1",

@@ -411,3 +411,6 @@ impl NodeFacts for NoFacts {
         self.missing()
     }
 }
+
+#[cfg(test)]
+mod tests;

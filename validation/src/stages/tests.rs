@@ -207,3 +207,41 @@ fn endpoint_target_comes_from_flags_or_the_model() {
     let err = endpoint_target(&default_model, Some("https://10.0.0.5"), None).unwrap_err();
     assert!(cvm_core::error::is_bad_input(&err));
 }
+
+#[test]
+fn every_check_of_a_run_is_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = artifacts(dir.path());
+    let context = context(
+        Box::new(DirFacts::open(&bundle()).unwrap()),
+        artifacts,
+        true,
+    );
+    let report = run(&context, &mut |_, _| {});
+    let info = crate::report::RunInfo {
+        suite: "cvm-validate xe7745".to_owned(),
+        inputs: Vec::new(),
+    };
+    let written = crate::report::write_all(&report, &info, &dir.path().join("reports")).unwrap();
+    let junit = std::fs::read_to_string(written.junit).unwrap();
+    let html = std::fs::read_to_string(written.html).unwrap();
+    let json = std::fs::read_to_string(written.json).unwrap();
+    assert_eq!(report.checks.len(), 28);
+    for check in &report.checks {
+        assert!(
+            html.contains(&format!("<tr id=\"{}\">", check.id)),
+            "{} not in report.html",
+            check.id
+        );
+        assert!(
+            junit.contains(&format!("<testcase name=\"{}\"", check.id)),
+            "{} not in report.xml",
+            check.id
+        );
+        assert!(
+            json.contains(&format!("\"id\": \"{}\"", check.id)),
+            "{} not in report.json",
+            check.id
+        );
+    }
+}

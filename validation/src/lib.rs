@@ -1,2 +1,15 @@
 //! The validation floor: node profiles (e.g. the Dell XE7745), the end-to-end suite composing
 //! host-setup's checks with guest-image's artifacts, and its reports (JUnit, JSON, HTML).
+//!
+//! The flow: [`profile::load`] a node profile, open the node's facts behind the
+//! [`node_facts::NodeFacts`] seam, build a [`stages::Context`], [`stages::run`] it into one
+//! `cvm_core::check::Report`, and [`report::write_all`] the three reports from that one list.
+
+pub mod artifacts;
+pub mod endpoint;
+pub mod guest;
+pub mod node_checks;
+pub mod node_facts;
+pub mod profile;
+pub mod report;
+pub mod stages;

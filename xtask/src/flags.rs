@@ -395,6 +395,12 @@ pub struct ValidateArgs {
     /// Boot the artifacts non-confidentially under QEMU instead of launching the CVM.
     #[arg(long)]
     pub emulate: bool,
+    /// HTTPS inference endpoint to check (default: the model's forwarded port on 127.0.0.1).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// CA certificate (PEM) the endpoint's chain must lead to; without it the endpoint is skipped.
+    #[arg(long, value_name = "FILE")]
+    pub endpoint_ca: Option<PathBuf>,
 }
 
 /// `attest …`.

@@ -1,0 +1,331 @@
+//! The end-to-end stage runner of `cargo xtask validate`. Each stage is one function taking the
+//! [`Context`] and returning its checks (DESIGN.md §7 ids); the runner calls them in order and
+//! collects one result list, from which every report is written.
+//!
+//! Stages whose module has not landed in this build report `skip` with the exact reason, never
+//! `pass`. Plugging a module in means replacing the body of one stage function: guest boot and
+//! launch in [`launch`], the preflight registry in [`preflight`], the measurement recomputation in
+//! [`artifacts`], the attestation client in [`key_release`], launch rendering in [`egress`].
+//! Validation never changes the host.
+
+use std::path::PathBuf;
+
+use cvm_core::{
+    check::{CheckResult, Report, Status},
+    model::{LoadedModel, NetworkMode, Tee},
+};
+use serde_json::Value;
+
+use crate::{
+    endpoint::{self, Endpoint},
+    guest::{self, Expected, GuestRun},
+    node_checks,
+    node_facts::NodeFacts,
+    profile::Profile,
+};
+
+/// How long network probes wait.
+const NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the HTTPS endpoint check connects.
+#[derive(Debug, Clone)]
+pub enum EndpointTarget {
+    /// Given with `--endpoint`: checked whether or not this run launched the CVM.
+    Explicit(Endpoint),
+    /// Derived from the model's forwarded port: checked once this run has the CVM running.
+    FromModel(Endpoint),
+    /// Not configured; the reason the check is skipped.
+    NotConfigured(String),
+}
+
+/// Everything the stages read. Built by the CLI from its flags; never changes the host.
+pub struct Context {
+    /// The deployment model.
+    pub model: LoadedModel,
+    /// The node profile.
+    pub profile: Profile,
+    /// The node's facts (a bundle, or nothing collected).
+    pub facts: Box<dyn NodeFacts>,
+    /// The built artifacts directory.
+    pub artifacts: PathBuf,
+    /// Boot non-confidentially under QEMU instead of launching the CVM.
+    pub emulate: bool,
+    /// The inference endpoint.
+    pub endpoint: EndpointTarget,
+}
+
+/// What the launch stage produced.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    /// The guest's run, when one started.
+    pub run: Option<GuestRun>,
+    /// Why there is no run (shown by every check that needs one).
+    pub why_no_run: String,
+}
+
+/// Runs every stage in order; `progress` receives (verb, what) lines for stderr.
+pub fn run(context: &Context, progress: &mut dyn FnMut(&str, &str)) -> Report {
+    let mut checks = Vec::new();
+    progress(
+        "Checking",
+        &format!("node facts against profile {}", context.profile.name),
+    );
+    checks.extend(facts(context));
+    checks.extend(preflight(context));
+    progress(
+        "Verifying",
+        &format!("artifacts in {}", context.artifacts.display()),
+    );
+    let artifact_checks = artifacts(context);
+    let artifacts_ok = artifact_checks
+        .first()
+        .is_some_and(|check| check.status == Status::Pass);
+    checks.extend(artifact_checks);
+    progress(
+        "Launching",
+        if context.emulate {
+            "emulated boot"
+        } else {
+            "the CVM"
+        },
+    );
+    let (launch_check, launched) = launch(context, artifacts_ok);
+    checks.push(launch_check);
+    progress(
+        "Checking",
+        "guest, attestation, key release, endpoint, egress, telemetry",
+    );
+    checks.extend(guest_stage(context, &launched));
+    checks.push(attestation(context, &launched));
+    checks.push(key_release(context, &launched));
+    checks.push(endpoint_stage(context, &launched));
+    checks.push(egress(context));
+    checks.push(telemetry(context, &launched));
+    Report::new(checks)
+}
+
+fn check(
+    id: &str,
+    title: &str,
+    status: Status,
+    detail: impl Into<String>,
+    remediation: &str,
+) -> CheckResult {
+    CheckResult {
+        id: id.to_owned(),
+        title: title.to_owned(),
+        status,
+        detail: detail.into(),
+        remediation: remediation.to_owned(),
+    }
+}
+
+/// Stage 1a: one `<profile>.<row>` check per row of the node profile.
+pub fn facts(context: &Context) -> Vec<CheckResult> {
+    node_checks::evaluate(&context.profile, context.facts.as_ref())
+}
+
+/// Stage 1b: host-setup's preflight checks over the same facts. Seam: host-setup's check registry
+/// has not landed in this build.
+pub fn preflight(_context: &Context) -> Vec<CheckResult> {
+    vec![check(
+        "host.preflight",
+        "host preflight checks (cargo xtask host check)",
+        Status::Skip,
+        "preflight checks not available: host-setup's check registry is not implemented in this build",
+        "",
+    )]
+}
+
+/// Stage 2: `e2e.artifacts` (manifest digests re-verified) and `e2e.artifacts-measurement` (the
+/// measurement recomputed from the artifacts equals the manifest's). Seam: guest-image's
+/// measurement has not landed in this build.
+pub fn artifacts(context: &Context) -> Vec<CheckResult> {
+    vec![
+        crate::artifacts::verify(&context.artifacts),
+        check(
+            "e2e.artifacts-measurement",
+            "measurement recomputed from the artifacts equals the manifest's",
+            Status::Skip,
+            "measurement not recomputed: guest-image's measurement is not implemented in this build",
+            "",
+        ),
+    ]
+}
+
+/// Stage 3: `e2e.launch`. The rendered launch script starts the CVM, or with `--emulate` the same
+/// artifacts boot under QEMU. Seam: guest boot and launch rendering have not landed in this build.
+pub fn launch(context: &Context, artifacts_ok: bool) -> (CheckResult, Launched) {
+    const TITLE: &str = "the CVM starts from the built artifacts";
+    let reason = if !artifacts_ok {
+        "not launched: the artifacts did not verify (see e2e.artifacts)".to_owned()
+    } else if context.emulate {
+        "emulated boot not available: guest boot is not implemented in this build".to_owned()
+    } else {
+        "CVM launch not available: launch rendering is not implemented in this build".to_owned()
+    };
+    let launched = Launched {
+        run: None,
+        why_no_run: format!("the guest did not run: {reason}"),
+    };
+    (
+        check("e2e.launch", TITLE, Status::Skip, reason, ""),
+        launched,
+    )
+}
+
+/// Stage 4: `e2e.guest-ready`, `e2e.guest-tee`, `e2e.gpu-cc-ready` from the guest's CVM-STATUS.
+pub fn guest_stage(context: &Context, launched: &Launched) -> Vec<CheckResult> {
+    guest::guest_checks(
+        launched.run.as_ref(),
+        &launched.why_no_run,
+        &expected(context),
+    )
+}
+
+/// Stage 5: `e2e.measurement-match`: the TEE-reported measurement equals measurements.json.
+pub fn attestation(context: &Context, launched: &Launched) -> CheckResult {
+    guest::measurement_check(
+        launched.run.as_ref(),
+        &launched.why_no_run,
+        &expected(context),
+    )
+}
+
+/// Stage 6: `e2e.key-release`. Seam: the attestation client has not landed in this build.
+pub fn key_release(context: &Context, launched: &Launched) -> CheckResult {
+    const TITLE: &str = "the attestation service released the model key to this CVM";
+    let reason = if context.model.model.attestation.is_none() {
+        "key release not configured: the model has no [attestation] section".to_owned()
+    } else if launched.run.is_none() {
+        launched.why_no_run.clone()
+    } else {
+        "key release not checked: the attestation client is not implemented in this build"
+            .to_owned()
+    };
+    check("e2e.key-release", TITLE, Status::Skip, reason, "")
+}
+
+/// Stage 7: `e2e.endpoint-https`: a TLS client check against the configured CA.
+pub fn endpoint_stage(context: &Context, launched: &Launched) -> CheckResult {
+    match &context.endpoint {
+        EndpointTarget::Explicit(target) => endpoint::check(target, NETWORK_TIMEOUT),
+        EndpointTarget::FromModel(target) if launched.run.is_some() => {
+            endpoint::check(target, NETWORK_TIMEOUT)
+        }
+        EndpointTarget::FromModel(target) => check(
+            endpoint::ID,
+            endpoint::TITLE,
+            Status::Skip,
+            format!("{} not checked: {}", target.url(), launched.why_no_run),
+            "",
+        ),
+        EndpointTarget::NotConfigured(reason) => check(
+            endpoint::ID,
+            endpoint::TITLE,
+            Status::Skip,
+            reason.clone(),
+            "",
+        ),
+    }
+}
+
+/// Stage 8: `e2e.egress`. Seam: it reads the rendered launch script's network and the image's
+/// firewall rules, neither of which exists in this build.
+pub fn egress(context: &Context) -> CheckResult {
+    let allowed = &context.model.model.launch.network.egress;
+    check(
+        "e2e.egress",
+        "the CVM may reach exactly the model's outbound endpoints",
+        Status::Skip,
+        format!(
+            "egress not checked: launch rendering and the guest firewall are not implemented in this build (the model allows {})",
+            if allowed.is_empty() { "no outbound endpoint".to_owned() } else { allowed.join(", ") }
+        ),
+        "",
+    )
+}
+
+/// Stage 9: `e2e.telemetry`. Seam: the guest's structured telemetry lines are not defined in this
+/// build.
+pub fn telemetry(_context: &Context, launched: &Launched) -> CheckResult {
+    let reason = if launched.run.is_none() {
+        launched.why_no_run.clone()
+    } else {
+        "telemetry not checked: the guest's structured telemetry lines are not implemented in this build".to_owned()
+    };
+    check(
+        "e2e.telemetry",
+        "operator telemetry lines on the serial log, without sensitive payloads",
+        Status::Skip,
+        reason,
+        "",
+    )
+}
+
+/// What the guest checks compare against.
+pub fn expected(context: &Context) -> Expected {
+    let model = &context.model.model;
+    let tee = model.deployment.tee;
+    Expected {
+        tee: match tee {
+            Tee::Snp => "sev-snp".to_owned(),
+            Tee::Tdx => "tdx".to_owned(),
+        },
+        gpus: !model.launch.gpus.is_empty(),
+        measurement: predicted_measurement(context, tee),
+    }
+}
+
+/// The predicted launch measurement from `measurements.json` (DESIGN.md §4) in the artifacts.
+fn predicted_measurement(context: &Context, tee: Tee) -> Result<String, String> {
+    let path = context.artifacts.join("measurements.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|err| format!("{} is not JSON: {err}", path.display()))?;
+    let pointer = match tee {
+        Tee::Snp => "/snp/measurement",
+        Tee::Tdx => "/tdx/mrtd",
+    };
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} has no {pointer}", path.display()))
+}
+
+/// The endpoint target from the flags and the model: `--endpoint` wins; otherwise the model's
+/// user-mode port forward on 127.0.0.1; without `--endpoint-ca` nothing is configured.
+pub fn endpoint_target(
+    model: &LoadedModel,
+    url: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<EndpointTarget> {
+    let Some(ca) = ca else {
+        if let Some(url) = url {
+            return Err(cvm_core::error::bad_input(format!(
+                "--endpoint {url} needs --endpoint-ca FILE: the CA the endpoint's certificate chain must lead to"
+            )));
+        }
+        return Ok(EndpointTarget::NotConfigured(
+            "endpoint not checked: no CA configured; pass --endpoint-ca FILE (the CA that issues the workload certificate) and, unless the model forwards a port, --endpoint URL".to_owned(),
+        ));
+    };
+    if let Some(url) = url {
+        return Ok(EndpointTarget::Explicit(Endpoint::new(url, ca)?));
+    }
+    let network = &model.model.launch.network;
+    match (network.mode, network.host_port) {
+        (NetworkMode::User, Some(port)) => Ok(EndpointTarget::FromModel(Endpoint::new(
+            &format!("https://127.0.0.1:{port}"),
+            ca,
+        )?)),
+        _ => Ok(EndpointTarget::NotConfigured(
+            "endpoint not checked: the model forwards no port to this host (launch.network); pass --endpoint URL".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

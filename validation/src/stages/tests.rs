@@ -1,0 +1,247 @@
+//! The stage runner end to end over the XE7745 bundle: every e2e id once, in order; stages whose
+//! module has not landed skip with their exact reason and never pass.
+
+use std::path::{Path, PathBuf};
+
+use cvm_core::check::Status::{self, Fail, Pass, Skip};
+
+use super::{endpoint_target, run, Context, EndpointTarget};
+use crate::node_facts::{DirFacts, NoFacts, NodeFacts};
+
+fn bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/xe7745")
+}
+
+/// An artifacts directory with one file and a manifest recording it.
+fn artifacts(dir: &Path) -> PathBuf {
+    let artifacts = dir.join("cvm-base");
+    std::fs::create_dir(&artifacts).unwrap();
+    std::fs::write(artifacts.join("uki.efi"), b"MZ").unwrap();
+    let (sha256, size) = cvm_core::hash::sha256_file(&artifacts.join("uki.efi")).unwrap();
+    let manifest = serde_json::json!({"schema": 1, "artifacts": {"uki.efi": {"sha256": sha256, "size": size}}});
+    std::fs::write(artifacts.join("manifest.json"), manifest.to_string()).unwrap();
+    artifacts
+}
+
+fn context(facts: Box<dyn NodeFacts>, artifacts: PathBuf, emulate: bool) -> Context {
+    Context {
+        model: cvm_core::model::load(None).unwrap(),
+        profile: crate::profile::load("xe7745").unwrap(),
+        facts,
+        artifacts,
+        emulate,
+        endpoint: EndpointTarget::NotConfigured(
+            "endpoint not checked: no CA configured".to_owned(),
+        ),
+    }
+}
+
+/// Runs the stages and asserts every check after the 16 profile rows: (id, status, detail).
+#[track_caller]
+fn check(context: &Context, expect: &[(&str, Status, &str)]) {
+    let mut progress = Vec::new();
+    let report = run(context, &mut |verb, what| {
+        progress.push(format!("{verb} {what}"))
+    });
+    assert_eq!(progress.len(), 4, "{progress:?}");
+    let (rows, stages) = report.checks.split_at(16);
+    assert!(rows.iter().all(|row| row.id.starts_with("xe7745.")));
+    let found: Vec<(&str, Status, &str)> = stages
+        .iter()
+        .map(|check| (check.id.as_str(), check.status, check.detail.as_str()))
+        .collect();
+    assert_eq!(found, expect);
+}
+
+const EMULATED: &str = "emulated boot not available: guest boot is not implemented in this build";
+const NO_RUN_EMULATED: &str =
+    "the guest did not run: emulated boot not available: guest boot is not implemented in this build";
+
+#[test]
+fn emulated_run_over_a_passing_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = artifacts(dir.path());
+    let context = context(
+        Box::new(DirFacts::open(&bundle()).unwrap()),
+        artifacts.clone(),
+        true,
+    );
+    let verified = format!(
+        "1 artifact(s), 2 bytes, match {}",
+        artifacts.join("manifest.json").display()
+    );
+    check(
+        &context,
+        &[
+            ("host.preflight", Skip, "preflight checks not available: host-setup's check registry is not implemented in this build"),
+            ("e2e.artifacts", Pass, &verified),
+            ("e2e.artifacts-measurement", Skip, "measurement not recomputed: guest-image's measurement is not implemented in this build"),
+            ("e2e.launch", Skip, EMULATED),
+            ("e2e.guest-ready", Skip, NO_RUN_EMULATED),
+            ("e2e.guest-tee", Skip, NO_RUN_EMULATED),
+            ("e2e.gpu-cc-ready", Skip, NO_RUN_EMULATED),
+            ("e2e.measurement-match", Skip, NO_RUN_EMULATED),
+            ("e2e.key-release", Skip, "key release not configured: the model has no [attestation] section"),
+            ("e2e.endpoint-https", Skip, "endpoint not checked: no CA configured"),
+            ("e2e.egress", Skip, "egress not checked: launch rendering and the guest firewall are not implemented in this build (the model allows no outbound endpoint)"),
+            ("e2e.telemetry", Skip, NO_RUN_EMULATED),
+        ],
+    );
+    let report = run(&context, &mut |_, _| {});
+    assert_eq!(report.summary.fail, 0);
+    assert_eq!(report.exit_code(), 0);
+}
+
+#[test]
+fn missing_artifacts_fail_and_nothing_launches() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let context = context(Box::new(NoFacts("no facts".to_owned())), missing, false);
+    let report = run(&context, &mut |_, _| {});
+    assert_eq!(report.exit_code(), 1);
+    let artifacts = report
+        .checks
+        .iter()
+        .find(|check| check.id == "e2e.artifacts")
+        .unwrap();
+    assert_eq!(artifacts.status, Fail);
+    assert_eq!(
+        artifacts.remediation,
+        "build the guest first: cargo xtask guest build (or pass --artifacts DIR)"
+    );
+    let launch = report
+        .checks
+        .iter()
+        .find(|check| check.id == "e2e.launch")
+        .unwrap();
+    assert_eq!(
+        (launch.status, launch.detail.as_str()),
+        (
+            Skip,
+            "not launched: the artifacts did not verify (see e2e.artifacts)"
+        )
+    );
+    // Without facts every profile row skips with the reason; none passes.
+    let rows: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|check| check.id.starts_with("xe7745."))
+        .collect();
+    assert_eq!(rows.len(), 16);
+    assert!(rows
+        .iter()
+        .all(|row| row.status == Skip && row.detail == "no facts"));
+}
+
+#[test]
+fn every_design_e2e_id_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(
+        Box::new(NoFacts("no facts".to_owned())),
+        dir.path().join("none"),
+        false,
+    );
+    let report = run(&context, &mut |_, _| {});
+    for id in [
+        "e2e.artifacts",
+        "e2e.launch",
+        "e2e.guest-ready",
+        "e2e.guest-tee",
+        "e2e.measurement-match",
+        "e2e.gpu-cc-ready",
+        "e2e.endpoint-https",
+        "e2e.key-release",
+        "e2e.egress",
+        "e2e.telemetry",
+    ] {
+        assert_eq!(
+            report.checks.iter().filter(|check| check.id == id).count(),
+            1,
+            "{id}"
+        );
+    }
+    let launch = report
+        .checks
+        .iter()
+        .find(|check| check.id == "e2e.launch")
+        .unwrap();
+    assert_ne!(launch.status, Pass);
+}
+
+#[test]
+fn endpoint_target_comes_from_flags_or_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let default_model = cvm_core::model::load(None).unwrap();
+    let mut user_model = default_model.clone();
+    user_model.model.launch.network.mode = cvm_core::model::NetworkMode::User;
+    user_model.model.launch.network.host_port = Some(8443);
+
+    let describe = |target: EndpointTarget| match target {
+        EndpointTarget::Explicit(endpoint) => format!("explicit {}", endpoint.url()),
+        EndpointTarget::FromModel(endpoint) => format!("model {}", endpoint.url()),
+        EndpointTarget::NotConfigured(reason) => format!("none: {reason}"),
+    };
+    assert!(
+        describe(endpoint_target(&default_model, None, None).unwrap())
+            .starts_with("none: endpoint not checked: no CA configured")
+    );
+    assert_eq!(
+        describe(
+            endpoint_target(&default_model, Some("https://10.0.0.5:9443"), Some(&ca)).unwrap()
+        ),
+        "explicit https://10.0.0.5:9443"
+    );
+    assert_eq!(
+        describe(endpoint_target(&user_model, None, Some(&ca)).unwrap()),
+        "model https://127.0.0.1:8443"
+    );
+    assert_eq!(
+        describe(endpoint_target(&default_model, None, Some(&ca)).unwrap()),
+        "none: endpoint not checked: the model forwards no port to this host (launch.network); pass --endpoint URL"
+    );
+    let err = endpoint_target(&default_model, Some("https://10.0.0.5"), None).unwrap_err();
+    assert!(cvm_core::error::is_bad_input(&err));
+}
+
+#[test]
+fn every_check_of_a_run_is_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = artifacts(dir.path());
+    let context = context(
+        Box::new(DirFacts::open(&bundle()).unwrap()),
+        artifacts,
+        true,
+    );
+    let report = run(&context, &mut |_, _| {});
+    let info = crate::report::RunInfo {
+        suite: "cvm-validate xe7745".to_owned(),
+        inputs: Vec::new(),
+    };
+    let written = crate::report::write_all(&report, &info, &dir.path().join("reports")).unwrap();
+    let junit = std::fs::read_to_string(written.junit).unwrap();
+    let html = std::fs::read_to_string(written.html).unwrap();
+    let json = std::fs::read_to_string(written.json).unwrap();
+    assert_eq!(report.checks.len(), 28);
+    for check in &report.checks {
+        assert!(
+            html.contains(&format!("<tr id=\"{}\">", check.id)),
+            "{} not in report.html",
+            check.id
+        );
+        assert!(
+            junit.contains(&format!("<testcase name=\"{}\"", check.id)),
+            "{} not in report.xml",
+            check.id
+        );
+        assert!(
+            json.contains(&format!("\"id\": \"{}\"", check.id)),
+            "{} not in report.json",
+            check.id
+        );
+    }
+}

@@ -307,11 +307,13 @@ impl Applier<'_> {
             }
             Detect::Stamp { stamp, inputs } => {
                 let expected = self.inputs_hash(inputs)?;
-                let current = fs::read_to_string(self.path(stamp)).unwrap_or_default();
-                Ok(if current.trim() == expected {
-                    State::Done
-                } else {
-                    State::Pending(format!("{} changed since the last run", inputs.join(", ")))
+                Ok(match fs::read_to_string(self.path(stamp)) {
+                    Ok(current) if current.trim() == expected => State::Done,
+                    Ok(_) => State::Pending(format!(
+                        "{} changed since the commands last ran",
+                        inputs.join(", ")
+                    )),
+                    Err(_) => State::Pending(format!("never ran here ({stamp} is absent)")),
                 })
             }
             Detect::CommandOutput { checks } => {

@@ -831,9 +831,21 @@ fn gpu_mode_step(gpus: &[Gpu], nvswitches: &[String]) -> Step {
         }
         .to_owned(),
         action: Action::Commands {
-            commands: devices
+            // For Protected PCIe, NVIDIA's procedure turns CC mode off on every GPU first (the
+            // NVSwitches have no CC mode), then PPCIe on for GPUs and NVSwitches alike.
+            commands: gpus
                 .iter()
-                .map(|address| {
+                .filter(|_| ppcie)
+                .map(|gpu| {
+                    vec![
+                        "python3".to_owned(),
+                        tool.clone(),
+                        device_arg(&gpu.address),
+                        "--set-cc-mode=off".to_owned(),
+                        "--reset-after-cc-mode-switch".to_owned(),
+                    ]
+                })
+                .chain(devices.iter().map(|address| {
                     vec![
                         "python3".to_owned(),
                         tool.clone(),
@@ -841,7 +853,7 @@ fn gpu_mode_step(gpus: &[Gpu], nvswitches: &[String]) -> Step {
                         set.to_owned(),
                         reset.to_owned(),
                     ]
-                })
+                }))
                 .collect(),
             backs_up: Vec::new(),
             network: None,

@@ -481,7 +481,22 @@ impl Plan {
                     );
                 }
             }
-            let _ = writeln!(out, "    done when: {}", step.done_when.describe());
+            match &step.done_when {
+                Detect::CommandOutput { checks } if checks.len() > 1 => {
+                    let _ = writeln!(out, "    done when every one prints its text:");
+                    for check in checks {
+                        let _ = writeln!(
+                            out,
+                            "      $ {}   ({:?})",
+                            command_line(&check.command),
+                            check.contains
+                        );
+                    }
+                }
+                done_when => {
+                    let _ = writeln!(out, "    done when: {}", done_when.describe());
+                }
+            }
         }
         out
     }

@@ -294,6 +294,38 @@ fn plan_invariants() {
     }
 }
 
+#[test]
+fn libvirt_is_installed_when_wanted() {
+    for (version, model) in [("24.04", "tdx-gpus-0.toml"), ("25.10", "snp-gpus-1.toml")] {
+        let mut with = request(version, model, None);
+        with.libvirt = true;
+        let packages = |request: &PlanRequest| -> Vec<String> {
+            super::plan(request)
+                .unwrap()
+                .steps
+                .into_iter()
+                .filter_map(|step| match step.action {
+                    Action::Packages { packages, .. } => Some(packages),
+                    _ => None,
+                })
+                .flatten()
+                .map(|package| package.name)
+                .collect()
+        };
+        let plain = packages(&request(version, model, None));
+        let libvirt = packages(&with);
+        let added: Vec<&String> = libvirt
+            .iter()
+            .filter(|name| !plain.contains(name))
+            .collect();
+        assert_eq!(
+            added,
+            ["libvirt-daemon-system", "libvirt-clients"],
+            "{version} {model}"
+        );
+    }
+}
+
 /// A runner that records every command and answers like the tools it stands in for: dpkg-query
 /// knows the packages `apt-get install` installed, `dpkg --compare-versions` compares numerically,
 /// git knows the commit it checked out, gpu-admin-tools reports the mode it was last set to, and

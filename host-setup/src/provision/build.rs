@@ -427,6 +427,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plan> {
                 "rsync",
                 "cpio",
                 "kmod",
+                "zstd",
                 "debhelper",
                 "python3",
                 "python3-venv",

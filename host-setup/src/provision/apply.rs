@@ -568,14 +568,9 @@ impl Applier<'_> {
                     ),
                 ))
             }
-            Action::Guard { fix } => match &step.done_when {
-                Detect::NoForbiddenWords { files, words } => {
-                    match self.forbidden_word(files, words)? {
-                        None => Ok((Outcome::AlreadyDone, String::new())),
-                        Some(found) => bail!("{found}; {fix}"),
-                    }
-                }
-                _ => bail!("step {}: a guard needs a forbidden-words check", step.id),
+            Action::Guard { fix } => match self.state(step)? {
+                State::Done => Ok((Outcome::AlreadyDone, String::new())),
+                State::Pending(found) => bail!("{found}; {fix}"),
             },
             Action::Manual { .. } | Action::Reboot { .. } => {
                 bail!("step {}: manual steps are not executed", step.id)

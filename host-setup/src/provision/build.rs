@@ -492,6 +492,7 @@ pub fn plan(request: &PlanRequest) -> Result<Plan> {
     if source_build {
         snp_source_build_steps(&mut steps);
     }
+    steps.extend(verify_steps(tee, source_build, ppa));
     if !gpus.is_empty() {
         steps.push(Step {
             id: "gpu.admin-tools".to_owned(),
@@ -549,6 +550,49 @@ pub fn plan(request: &PlanRequest) -> Result<Plan> {
         reboots,
         steps,
     })
+}
+
+/// Checks that the installed stack can run the TEE: the firmware build and QEMU's guest object.
+fn verify_steps(tee: Tee, source_build: bool, ppa: bool) -> Vec<Step> {
+    let firmware = match (tee, source_build, ppa) {
+        (Tee::Snp, true, _) => "/usr/local/share/ovmf/OVMF.amdsev.fd",
+        (Tee::Snp, false, _) => "/usr/share/ovmf/OVMF.amdsev.fd",
+        (Tee::Tdx, _, true) => "/usr/share/ovmf/OVMF.fd",
+        (Tee::Tdx, _, false) => "/usr/share/ovmf/OVMF.inteltdx.ms.fd",
+    };
+    let object = match tee {
+        Tee::Snp => "sev-snp-guest",
+        Tee::Tdx => "tdx-guest",
+    };
+    vec![
+        Step {
+            id: "verify.firmware".to_owned(),
+            why: match tee {
+                Tee::Snp => "SEV-SNP guests boot the AmdSev OVMF build, one stateless image with measured kernel hashes",
+                Tee::Tdx => "TDX guests boot OVMF with TDVF, one stateless image",
+            }
+            .to_owned(),
+            action: Action::Guard {
+                fix: format!("the firmware did not come with the packages above; point launch.firmware at a {} build and pin its sha256", match tee { Tee::Snp => "OvmfPkg/AmdSev/AmdSevX64.dsc", Tee::Tdx => "TDVF (OvmfPkg/IntelTdx)" }),
+            },
+            done_when: Detect::FilesExist {
+                paths: vec![firmware.to_owned()],
+            },
+        },
+        Step {
+            id: "verify.qemu-tee".to_owned(),
+            why: format!("QEMU must offer the {object} object, or it cannot start the confidential guest"),
+            action: Action::Guard {
+                fix: "the installed QEMU is too old or was built without it; check which qemu-system-x86_64 is first on PATH".to_owned(),
+            },
+            done_when: Detect::CommandOutput {
+                checks: vec![OutputCheck {
+                    command: strings(&["qemu-system-x86_64", "-object", "help"]),
+                    contains: object.to_owned(),
+                }],
+            },
+        },
+    ]
 }
 
 /// The BIOS changes (Dell PowerEdge attribute names, applied in dependent stages).

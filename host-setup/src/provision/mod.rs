@@ -192,7 +192,8 @@ pub enum Action {
         /// What the commands download, when they need the network.
         network: Option<String>,
     },
-    /// Fails when a forbidden kernel command-line word is configured; changes nothing.
+    /// Changes nothing: apply stops with `fix` when the step's check fails (a forbidden kernel
+    /// command-line word, firmware or QEMU support missing after the packages).
     Guard {
         /// What to do when it fails.
         fix: String,
@@ -466,7 +467,10 @@ impl Plan {
                     }
                 }
                 Action::Guard { fix } => {
-                    let _ = writeln!(out, "    fails when it finds one; fix: {fix}");
+                    let _ = writeln!(
+                        out,
+                        "    changes nothing; when the check below fails, apply stops: {fix}"
+                    );
                 }
                 Action::Manual { instructions } => {
                     let _ = writeln!(out, "    by hand:");

@@ -327,7 +327,7 @@ fn libvirt_is_installed_when_wanted() {
 }
 
 /// A runner that records every command and answers like the tools it stands in for: dpkg-query
-/// knows the packages `apt-get install` installed, `dpkg --compare-versions` compares numerically,
+/// knows the packages `apt-get install` installed (and the firmware files they ship), `dpkg --compare-versions` compares numerically,
 /// git knows the commit it checked out, gpu-admin-tools reports the mode it was last set to, and
 /// any command in `failing` fails.
 #[derive(Default)]
@@ -348,7 +348,7 @@ fn output(code: i32, stdout: &str, stderr: &str) -> Output {
 }
 
 impl Runner for FakeRunner {
-    fn output(&mut self, _root: &Path, argv: &[String]) -> anyhow::Result<Output> {
+    fn output(&mut self, root: &Path, argv: &[String]) -> anyhow::Result<Output> {
         let line = super::command_line(argv);
         self.log.push(line.clone());
         if self
@@ -373,8 +373,25 @@ impl Runner for FakeRunner {
             ["apt-get", "install", rest @ ..] => {
                 for name in rest.iter().filter(|word| !word.starts_with('-')) {
                     self.installed.insert((*name).to_owned());
+                    let firmware = match *name {
+                        "ovmf" => "usr/share/ovmf/OVMF.amdsev.fd",
+                        "ovmf-inteltdx" => "usr/share/ovmf/OVMF.inteltdx.ms.fd",
+                        _ => continue,
+                    };
+                    fs::create_dir_all(root.join(firmware).parent().unwrap()).unwrap();
+                    fs::write(root.join(firmware), "firmware").unwrap();
                 }
                 output(0, "", "")
+            }
+            ["qemu-system-x86_64", "-object", "help"] => {
+                match self.installed.contains("qemu-system-x86") {
+                    true => output(
+                        0,
+                        "List of user creatable objects:\n  sev-snp-guest\n  tdx-guest\n",
+                        "",
+                    ),
+                    false => output(127, "", "qemu-system-x86_64: not found"),
+                }
             }
             ["git", "-C", _, "checkout", .., commit] => {
                 self.checked_out = Some((*commit).to_owned());
@@ -437,6 +454,8 @@ fn apply_is_idempotent_and_stops_at_the_reboot() {
         initramfs.update             applied: ran 1 command
         grub.update                  applied: ran 1 command
         packages.install             applied: installed
+        verify.firmware              already done
+        verify.qemu-tee              already done
         gpu.admin-tools              applied: ran 3 commands
         reboot.host                  reboot needed: kvm_amd.sev=1 is not on /proc/cmdline, kvm_amd.sev_es=1 is not on /proc/cmdline, kvm_amd.sev_snp=1 is not on /proc/cmdline; reboot the host (apply never does) to activate the kernel command line, the module options and the memlock limits
         after the reboot, run `cargo xtask host apply` again for: gpu.cc-mode
@@ -444,11 +463,7 @@ fn apply_is_idempotent_and_stops_at_the_reboot() {
     .assert_eq(&render(&first, root.path()));
     let vfio = fs::read_to_string(root.path().join("etc/modprobe.d/cvm-stack-vfio.conf")).unwrap();
     assert!(vfio.contains("options vfio-pci ids=10de:2bb5\n"), "{vfio}");
-    let changing: Vec<&String> = runner
-        .log
-        .iter()
-        .filter(|line| !line.starts_with("dpkg") && !line.contains("rev-parse"))
-        .collect();
+    let changing: Vec<&String> = runner.log.iter().filter(|line| !is_query(line)).collect();
     expect![[r#"
         [
             "update-initramfs -u -k all",
@@ -477,10 +492,7 @@ fn apply_is_idempotent_and_stops_at_the_reboot() {
         "the second apply changed files"
     );
     assert!(
-        runner
-            .log
-            .iter()
-            .all(|line| line.starts_with("dpkg") || line.contains("rev-parse")),
+        runner.log.iter().all(|line| is_query(line)),
         "{:?}",
         runner.log
     );
@@ -500,6 +512,14 @@ fn apply_is_idempotent_and_stops_at_the_reboot() {
         .collect();
     assert_eq!(tail, ["reboot.host AlreadyDone", "gpu.cc-mode Applied"]);
     assert!(runner.log.contains(&"python3 /opt/cvm-stack/gpu-admin-tools/nvidia_gpu_tools.py --devices=0000:41:00.0 --set-cc-mode=on --reset-after-cc-mode-switch".to_owned()));
+}
+
+/// True for the read-only commands the checks run.
+fn is_query(line: &str) -> bool {
+    line.starts_with("dpkg")
+        || line.ends_with(" rev-parse HEAD")
+        || line.ends_with(" -object help")
+        || line.contains(" --query-")
 }
 
 /// Relative path and contents of every file below `root`.

@@ -61,11 +61,23 @@ fn apply(args: crate::flags::HostApplyArgs) -> Result<ExitCode> {
     let changes = run::changes(&plan, &states);
     if !changes.is_empty() {
         let mut stderr = std::io::stderr().lock();
+        let mut plan_command = "cargo xtask host plan".to_owned();
+        if let Some(config) = &args.model.config {
+            plan_command.push_str(&format!(" -c {}", config.display()));
+        }
+        if args.root != std::path::Path::new("/") {
+            plan_command.push_str(&format!(
+                " --os-release {}",
+                args.root.join("etc/os-release").display()
+            ));
+        }
+        if args.libvirt {
+            plan_command.push_str(" --libvirt");
+        }
         writeln!(
             stderr,
-            "host apply will change {} (the full text: `cargo xtask host plan{}`):",
-            args.root.display(),
-            if args.libvirt { " --libvirt" } else { "" }
+            "host apply will change {} (the full text: `{plan_command}`):",
+            args.root.display()
         )?;
         for (id, state) in &states {
             if let (true, run::State::Pending(why)) = (changes.contains(id), state) {

@@ -696,3 +696,15 @@ fn timestamps() {
     assert_eq!(at(1_709_208_000), "20240229T120000Z");
     assert_eq!(at(1_798_761_599), "20261231T235959Z");
 }
+
+#[test]
+fn a_model_expecting_another_release_gets_a_note() {
+    let mut model = cvm_core::model::Model::default_model();
+    model.host.release = Some("25.10".to_owned());
+    let request = PlanRequest::from_model(&model, Release::Resolute, None, false);
+    let plan = super::plan(&request).unwrap();
+    expect!["The model's host.release is 25.10, but this plan is for 26.04: `host check` will flag the difference."]
+        .assert_eq(&plan.notes[0]);
+    let request = PlanRequest::from_model(&model, Release::Questing, None, false);
+    assert!(super::plan(&request).unwrap().notes.is_empty());
+}

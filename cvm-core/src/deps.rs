@@ -114,6 +114,14 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         ),
     ),
     ("ip", tool("ip", "iproute2", "network namespaces for tests")),
+    (
+        "chroot",
+        tool(
+            "chroot",
+            "coreutils",
+            "running provisioning commands inside a root other than /",
+        ),
+    ),
     ("lspci", tool("lspci", "pciutils", "collecting PCI devices")),
     (
         "dmidecode",

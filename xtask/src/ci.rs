@@ -18,6 +18,9 @@ const TEST_REQUIREMENTS: &[&str] = &[
     "virt-xml-validate",
     "xmllint",
     "qemu-system-x86_64",
+    "mmdebstrap",
+    "ubuntu-archive-keyring",
+    "chroot",
 ];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {

@@ -332,6 +332,9 @@ pub struct HostPlanArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also install libvirt (for the rendered domain XML).
+    #[arg(long)]
+    pub libvirt: bool,
 }
 
 /// `host apply`.
@@ -342,6 +345,13 @@ pub struct HostApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Also install libvirt (for the rendered domain XML); give it to `host plan` too.
+    #[arg(long)]
+    pub libvirt: bool,
+    /// Apply into this root directory instead of / (commands run with chroot), e.g. to stage an
+    /// image; its etc/os-release chooses the plan.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
 }
 
 /// `host collect`.

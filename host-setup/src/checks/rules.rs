@@ -540,9 +540,9 @@ fn snp_rmp_coverage(context: &Context) -> Outcome {
 fn snp_asids(context: &Context) -> Outcome {
     if let Fact::Present(dmesg) = &context.dmesg {
         if let Some(line) = dmesg
-            .sev_failures
+            .sev_disabled
             .iter()
-            .find(|line| line.contains("SEV-ES disabled") || line.contains("SEV-SNP disabled"))
+            .find(|line| line.contains("SEV-ES disabled") || line.contains("(ASIDs 0 - 0)"))
         {
             return Bad(format!("dmesg: {line}"));
         }

@@ -380,7 +380,9 @@ pub struct Dmesg {
     pub snp_asids: Option<AsidRange>,
     /// `kvm_amd: SEV-ES enabled (ASIDs 1 - 99)`.
     pub sev_es_asids: Option<AsidRange>,
-    /// Lines saying SEV, SEV-ES or SEV-SNP is disabled or failed to initialise.
+    /// kvm_amd lines saying SEV, SEV-ES or SEV-SNP is disabled (`SEV-ES disabled (ASIDs 0 - 0)`).
+    pub sev_disabled: Vec<String>,
+    /// Lines saying the PSP failed to initialise SEV or SNP (`SEV: failed to INIT`, `DF_FLUSH failed`).
     pub sev_failures: Vec<String>,
     /// Lines where the IOMMU driver refuses SNP (`SNP: IOMMU … SNP cannot be supported`).
     pub snp_iommu_refusals: Vec<String>,
@@ -470,9 +472,11 @@ pub fn dmesg(text: &str) -> Dmesg {
             facts.sev_es_asids = asid_range(message);
         }
         let sev_line = message.contains("SEV") || message.contains("SNP");
+        if sev_line && message.contains(" disabled (ASIDs") {
+            facts.sev_disabled.push(message.to_owned());
+        }
         if sev_line
-            && (message.contains(" disabled (ASIDs")
-                || message.contains("failed to INIT")
+            && (message.contains("failed to INIT")
                 || message.contains("SNP initialization failed")
                 || message.contains("DF_FLUSH failed"))
         {

@@ -120,6 +120,10 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("dmidecode", "dmidecode", "collecting platform identity"),
     ),
     (
+        "lsmod",
+        tool("lsmod", "kmod", "collecting loaded kernel modules"),
+    ),
+    (
         "shellcheck",
         tool(
             "shellcheck",

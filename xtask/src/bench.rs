@@ -2,7 +2,8 @@
 
 use std::{process::ExitCode, time::Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use cvm_core::cmd::Cmd;
 use host_setup::{
     checks::{self, Options},
     facts::Bundle,
@@ -43,15 +44,38 @@ fn host_check(args: BenchHostCheckArgs) -> Result<ExitCode> {
         checks_run = report.checks.len();
         std::hint::black_box(rendered);
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let in_process = median(&mut times);
+    // The whole command as a user runs it: process start, bundle, checks, output.
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let mut process_times = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = Cmd::new(&exe)
+            .args(["host", "check", "--json", "--facts"])
+            .arg(&dir)
+            .output()?;
+        process_times.push(started.elapsed().as_secs_f64());
+        if !matches!(output.status.code(), Some(0 | 1)) {
+            anyhow::bail!(
+                "`host check --facts {}` exited with {}: {}",
+                dir.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+    let whole = median(&mut process_times);
     println!(
-        "host check --facts {}: {checks_run} checks, median {:.2} ms, min {:.2} ms, max {:.2} ms over {runs} runs (budget 500 ms: {:.4} of it)",
+        "host check --facts {} ({checks_run} checks, median of {runs} runs): whole command {:.1} ms, evaluation alone {:.2} ms; whole command / 0.5 s budget = {:.3}",
         dir.display(),
-        median * 1e3,
-        times[0] * 1e3,
-        times[times.len() - 1] * 1e3,
-        median / 0.5
+        whole * 1e3,
+        in_process * 1e3,
+        whole / 0.5
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }

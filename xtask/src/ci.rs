@@ -13,7 +13,7 @@ use xshell::{cmd, Shell};
 use crate::{flags::CiArgs, project_root};
 
 /// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
-const TEST_REQUIREMENTS: &[&str] = &[];
+const TEST_REQUIREMENTS: &[&str] = &["lspci", "dmidecode", "lsmod"];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {
     let started = Instant::now();

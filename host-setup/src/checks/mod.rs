@@ -49,8 +49,10 @@ pub enum Outcome {
     Bad(String),
     /// Works, below what is recommended (a warning whatever the severity).
     Warn(String),
-    /// Could not be evaluated; the text says why.
+    /// Could not be evaluated for lack of a fact; the text says why (`--strict` fails it).
     Skip(String),
+    /// Does not apply to this host (another TEE, another GPU topology); never fails.
+    NotApplicable(String),
 }
 
 /// One check of the registry.
@@ -97,7 +99,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Leave out these ids (same forms as `only`).
     pub skip: Vec<String>,
-    /// Turn every skip into a failure.
+    /// Turn every skip for a fact the bundle lacks into a failure (checks that do not apply to
+    /// this host stay skipped).
     pub strict: bool,
 }
 
@@ -126,37 +129,44 @@ pub fn evaluate(bundle: &Bundle, options: &Options) -> Result<Report> {
     validate_patterns("--only", &options.only)?;
     validate_patterns("--skip", &options.skip)?;
     let context = Context::new(bundle, options.tee);
-    let mut results: Vec<CheckResult> = Vec::with_capacity(registry().len());
+    let mut results: Vec<(CheckResult, bool)> = Vec::with_capacity(registry().len());
     for check in registry() {
         let parent_status = check.parent.and_then(|parent| {
             results
                 .iter()
-                .find(|result| result.id == parent)
-                .map(|result| (parent, result.status))
+                .find(|(result, _)| result.id == parent)
+                .map(|(result, _)| (parent, result.status))
         });
         let outcome = match (check.applies, context.tee()) {
-            (Applies::Snp, Some(Tee::Tdx)) => Outcome::Skip("SEV-SNP check on a TDX host".into()),
-            (Applies::Tdx, Some(Tee::Snp)) => Outcome::Skip("TDX check on a SEV-SNP host".into()),
+            (Applies::Snp, Some(Tee::Tdx)) => {
+                Outcome::NotApplicable("SEV-SNP check on a TDX host".into())
+            }
+            (Applies::Tdx, Some(Tee::Snp)) => {
+                Outcome::NotApplicable("TDX check on a SEV-SNP host".into())
+            }
             (Applies::Snp | Applies::Tdx, None) => {
-                Outcome::Skip("the CPU vendor names no TEE this product supports".into())
+                Outcome::NotApplicable("the CPU vendor names no TEE this product supports".into())
             }
             _ => match parent_status {
-                Some((parent, status)) if matches!(status, Status::Fail | Status::Skip) => {
-                    Outcome::Skip(format!("{parent} did not pass"))
+                // A child of a check that did not pass is not evaluated (as in snphost); the
+                // parent carries the verdict, so --strict does not count it twice.
+                Some((parent, Status::Fail | Status::Skip)) => {
+                    Outcome::NotApplicable(format!("{parent} did not pass"))
                 }
                 _ => (check.eval)(&context),
             },
         };
-        let (status, detail) = match outcome {
-            Outcome::Pass(detail) => (Status::Pass, detail),
+        let (status, detail, strict_fails) = match outcome {
+            Outcome::Pass(detail) => (Status::Pass, detail, false),
             Outcome::Bad(detail) => match check.severity {
-                Severity::Fail => (Status::Fail, detail),
-                Severity::Warn => (Status::Warn, detail),
+                Severity::Fail => (Status::Fail, detail, false),
+                Severity::Warn => (Status::Warn, detail, false),
             },
-            Outcome::Warn(detail) => (Status::Warn, detail),
-            Outcome::Skip(detail) => (Status::Skip, detail),
+            Outcome::Warn(detail) => (Status::Warn, detail, false),
+            Outcome::Skip(detail) => (Status::Skip, detail, true),
+            Outcome::NotApplicable(detail) => (Status::Skip, detail, false),
         };
-        results.push(CheckResult {
+        let result = CheckResult {
             id: check.id.to_owned(),
             title: check.title.to_owned(),
             status,
@@ -166,11 +176,12 @@ pub fn evaluate(bundle: &Bundle, options: &Options) -> Result<Report> {
             } else {
                 String::new()
             },
-        });
+        };
+        results.push((result, strict_fails));
     }
     let selected = results
         .into_iter()
-        .filter(|result| {
+        .filter(|(result, _)| {
             (options.only.is_empty()
                 || options
                     .only
@@ -181,13 +192,18 @@ pub fn evaluate(bundle: &Bundle, options: &Options) -> Result<Report> {
                     .iter()
                     .any(|pattern| pattern_matches(pattern, &result.id))
         })
+        .map(|(mut result, strict_fails)| {
+            // --strict: a fact that was not collected is a failure, not a pass by default.
+            if options.strict && strict_fails {
+                result.status = Status::Fail;
+                result.detail = format!("skipped under --strict: {}", result.detail);
+                result.remediation =
+                    "Collect the missing fact (see facts.json), then check again.".to_owned();
+            }
+            result
+        })
         .collect();
-    let report = Report::new(selected);
-    Ok(if options.strict {
-        report.strict()
-    } else {
-        report
-    })
+    Ok(Report::new(selected))
 }
 
 /// The report as an aligned table (id, status, detail, remediation), for a terminal.

@@ -893,14 +893,18 @@ fn modes_of(
 
 fn gpu_cc_mode(context: &Context) -> Outcome {
     if context.hopper_hgx() {
-        return Skip("a Hopper HGX with NVSwitches uses PPCIe mode (gpu.ppcie-mode)".into());
+        return Outcome::NotApplicable(
+            "a Hopper HGX with NVSwitches uses PPCIe mode (gpu.ppcie-mode)".into(),
+        );
     }
     modes_of(context, "gpu-cc-mode", parse::gpu_cc_modes, "on")
 }
 
 fn gpu_ppcie_mode(context: &Context) -> Outcome {
     if !context.hopper_hgx() {
-        return Skip("not a Hopper HGX with NVSwitches: PPCIe does not apply".into());
+        return Outcome::NotApplicable(
+            "not a Hopper HGX with NVSwitches: PPCIe does not apply".into(),
+        );
     }
     modes_of(context, "gpu-ppcie-mode", parse::gpu_ppcie_modes, "on")
 }
@@ -923,7 +927,7 @@ fn qemu_tee_support(context: &Context) -> Outcome {
     let wanted = match context.tee {
         Some(Tee::Snp) => "sev-snp-guest",
         Some(Tee::Tdx) => "tdx-guest",
-        None => return Skip("no TEE to look for".into()),
+        None => return Outcome::NotApplicable("no TEE to look for".into()),
     };
     if objects.contains(wanted) {
         Pass(format!("QEMU has {wanted}"))

@@ -93,6 +93,16 @@ struct Collector {
 
 /// Collects the facts bundle; returns its `facts.json` contents.
 pub fn collect(options: &CollectOptions) -> Result<Meta> {
+    // A bad BMC URL is bad input: reject it before anything is written.
+    let client = match &options.redfish {
+        Some(target) => Some(redfish::Client::new(
+            &target.url,
+            &target.credentials,
+            target.timeout,
+            target.verify_tls,
+        )?),
+        None => None,
+    };
     if options.out.exists()
         && fs::read_dir(&options.out)
             .with_context(|| format!("reading {}", options.out.display()))?
@@ -129,8 +139,8 @@ pub fn collect(options: &CollectOptions) -> Result<Meta> {
     collector.commands()?;
     collector.cpuid()?;
     collector.msrs()?;
-    if let Some(target) = &options.redfish {
-        collector.redfish(target)?;
+    if let Some(client) = &client {
+        collector.redfish(client)?;
     }
     collector.meta.absent.sort();
     collector.meta.absent.dedup();
@@ -414,13 +424,7 @@ impl Collector {
         Ok(())
     }
 
-    fn redfish(&mut self, target: &Redfish) -> Result<()> {
-        let client = redfish::Client::new(
-            &target.url,
-            &target.credentials,
-            target.timeout,
-            target.verify_tls,
-        )?;
+    fn redfish(&mut self, client: &redfish::Client) -> Result<()> {
         for path in redfish::BIOS_DOCUMENTS {
             let rel = format!("redfish/{}.json", path.trim_matches('/'));
             match client.get(path) {

@@ -110,7 +110,7 @@ proptest! {
         // Mutations only touch the tail of the file: every device above them still parses.
         let text = String::from_utf8_lossy(&real("cmd/lspci")).into_owned();
         let split = text.find("0000:41:00.0").expect("a device line");
-        let tail = mutate(text[split..].as_bytes().to_vec(), &edits);
+        let tail = mutate(text.as_bytes()[split..].to_vec(), &edits);
         let mutated = format!("{}{}", &text[..split], String::from_utf8_lossy(&tail));
         let devices = parse::lspci(&mutated);
         let intact = parse::lspci(&text[..split]);

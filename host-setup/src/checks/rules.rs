@@ -165,18 +165,19 @@ fn pci_devices(bundle: &Bundle) -> Fact<Vec<PciDevice>> {
     const DEVICES: &str = "/sys/bus/pci/devices";
     bundle.root_dir(DEVICES).and_then(|names| {
         let mut devices = Vec::new();
-        for bdf in names {
+        'devices: for bdf in names {
             let base = format!("{DEVICES}/{bdf}");
-            let (vendor, device, class) = match (
-                hex_file(bundle, &format!("{base}/vendor")),
-                hex_file(bundle, &format!("{base}/device")),
-                hex_file(bundle, &format!("{base}/class")),
-            ) {
-                (Fact::Present(vendor), Fact::Present(device), Fact::Present(class)) => {
-                    (vendor, device, class)
+            let mut ids = [0u32; 3];
+            for (slot, name) in ids.iter_mut().zip(["vendor", "device", "class"]) {
+                match hex_file(bundle, &format!("{base}/{name}")) {
+                    Fact::Present(value) => *slot = value,
+                    // The device went away while the collector listed it.
+                    Fact::Absent => continue 'devices,
+                    // A device the bundle cannot describe could be a GPU: do not guess.
+                    Fact::NotCollected(reason) => return Fact::NotCollected(reason),
                 }
-                _ => continue,
-            };
+            }
+            let [vendor, device, class] = ids;
             devices.push(PciDevice {
                 driver: bundle.root_link_name(&format!("{base}/driver")),
                 iommu_group: bundle.root_link_name(&format!("{base}/iommu_group")),

@@ -244,6 +244,12 @@ impl Bundle {
         self.list(&root_rel(host_path))
     }
 
+    /// The target of the host symlink `host_path`, relative as sysfs stores it (e.g.
+    /// `../../../../bus/pci/drivers/vfio-pci`).
+    pub fn root_link(&self, host_path: &str) -> Fact<PathBuf> {
+        self.link(&root_rel(host_path))
+    }
+
     /// The last path component of the symlink `host_path` points to (e.g. the driver name of
     /// `/sys/bus/pci/devices/<BDF>/driver`, or the group number of `…/iommu_group`).
     pub fn root_link_name(&self, host_path: &str) -> Fact<String> {

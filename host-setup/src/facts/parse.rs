@@ -2,7 +2,11 @@
 //!
 //! None of them panics on any input: unknown or malformed lines are ignored, and a value that
 //! cannot be found is `None` (the check that needs it then skips or fails with a reason).
-//! Validation calls them too, for the XE7745 profile.
+//! Validation calls them too, for the XE7745 profile: CPU model, sockets, cores and threads
+//! ([`lscpu`], [`cpuinfo`]), memory ([`meminfo`]), GPUs, NICs and NVMe drives by PCI id and
+//! class ([`lspci`]), OS release ([`os_release`]), kernel ([`kernel_release`]), QEMU
+//! ([`qemu_version`]) and the platform ([`dmidecode`]); UEFI boot is
+//! `Bundle::root_exists("/sys/firmware/efi")`.
 
 use std::collections::{BTreeMap, BTreeSet};
 

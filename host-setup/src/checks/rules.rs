@@ -503,16 +503,27 @@ fn snp_bios_enabled(context: &Context) -> Outcome {
     }
 }
 
+/// RMP_CFG: bit 0 says the BIOS set up a segmented RMP (Zen 5 firmware), where RMP_END is unused.
+const RMP_CFG: u32 = 0xc001_0136;
+
 fn snp_rmp_coverage(context: &Context) -> Outcome {
     if let Fact::Present(dmesg) = &context.dmesg {
         if dmesg.rmp_not_reserved {
             return Bad("dmesg: `Memory for the RMP table has not been reserved by BIOS`".into());
         }
     }
+    let segmented = matches!(context.bundle.msr(RMP_CFG), Fact::Present(cfg) if cfg & 1 == 1);
     match (
         context.bundle.msr(0xc001_0132),
         context.bundle.msr(0xc001_0133),
     ) {
+        (Fact::Present(base), _) if segmented => {
+            if base != 0 {
+                Pass(format!("segmented RMP, bookkeeping at {base:#x}"))
+            } else {
+                Bad("segmented RMP with RMP_BASE 0: the BIOS reserved no RMP".into())
+            }
+        }
         (Fact::Present(base), Fact::Present(end)) => {
             if base != 0 && end > base {
                 Pass(format!("RMP {base:#x} - {end:#x}"))
@@ -530,6 +541,7 @@ fn snp_rmp_coverage(context: &Context) -> Outcome {
             match &context.dmesg {
                 Fact::Present(dmesg) => match &dmesg.rmp_table {
                     Some(range) => Pass(format!("dmesg: RMP table {range}")),
+                    None if dmesg.rmp_segmented => Pass("dmesg: segmented RMP".into()),
                     None => Skip(format!("{reason}; dmesg has no RMP table line")),
                 },
                 _ => Skip(reason),
@@ -953,19 +965,41 @@ fn bios_attribute<'c>(
             )))
         }
     };
-    names
+    if let Some((name, value)) = names
         .iter()
-        .find_map(|name| {
-            attributes
-                .get(*name)
-                .map(|value| ((*name).to_owned(), value))
-        })
-        .ok_or_else(|| {
-            Bad(format!(
-                "the BIOS has none of the attributes {} (check the BiosRegistry)",
-                names.join(", ")
-            ))
-        })
+        .find_map(|name| attributes.get(*name).map(|value| (*name, value)))
+    {
+        return Ok((name.to_owned(), value));
+    }
+    // Names differ between BIOS versions: point at what this BIOS's registry calls it.
+    let hint = match context
+        .bundle
+        .redfish("/redfish/v1/Systems/System.Embedded.1/Bios/BiosRegistry")
+    {
+        Fact::Present(registry) => {
+            let stems: Vec<String> = names
+                .iter()
+                .map(|name| name.trim_start_matches("Enable").to_ascii_lowercase())
+                .collect();
+            let similar: Vec<String> = parse::bios_registry_names(&registry)
+                .into_iter()
+                .filter(|entry| {
+                    let entry = entry.to_ascii_lowercase();
+                    stems.iter().any(|stem| entry.contains(stem.as_str()))
+                })
+                .collect();
+            if similar.is_empty() {
+                "; the BiosRegistry has no similar attribute".to_owned()
+            } else {
+                format!("; the BiosRegistry lists {}", similar.join(", "))
+            }
+        }
+        _ => "; collect the BiosRegistry to see this BIOS's names".to_owned(),
+    };
+    Err(Bad(format!(
+        "the BIOS has none of the attributes {}{hint}",
+        names.join(", ")
+    )))
 }
 
 fn bios_enabled(context: &Context, names: &[&str]) -> Outcome {

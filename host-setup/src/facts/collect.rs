@@ -43,8 +43,8 @@ const MARKERS: &[&str] = &[
 /// CPUID leaves stored under `cpuid/`.
 const CPUID_LEAVES: &[u32] = &[0x0, 0x1, 0x8000_0000, 0x8000_0001, 0x8000_001f];
 
-/// AMD MSRs: SYSCFG, RMP_BASE, RMP_END.
-const AMD_MSRS: &[u32] = &[0xc001_0010, 0xc001_0132, 0xc001_0133];
+/// AMD MSRs: SYSCFG, RMP_BASE, RMP_END, RMP_CFG (segmented RMP; not on every generation).
+const AMD_MSRS: &[u32] = &[0xc001_0010, 0xc001_0132, 0xc001_0133, 0xc001_0136];
 
 /// Intel MSRs for TDX: IA32_MKTME_KEYID_PARTITIONING, SGX_AND_MCHECK_STATUS, IA32_TME_ACTIVATE,
 /// IA32_SEAMRR_PHYS_MASK.

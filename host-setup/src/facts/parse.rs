@@ -380,6 +380,8 @@ pub struct Dmesg {
     pub rmp_table: Option<String>,
     /// `SEV-SNP: Memory for the RMP table has not been reserved by BIOS`.
     pub rmp_not_reserved: bool,
+    /// `SEV-SNP: Segmented RMP using 64GB segments` (Zen 5 firmware).
+    pub rmp_segmented: bool,
     /// `kvm_amd: SEV-SNP enabled (ASIDs 1 - 99)`.
     pub snp_asids: Option<AsidRange>,
     /// `kvm_amd: SEV-ES enabled (ASIDs 1 - 99)`.
@@ -465,6 +467,9 @@ pub fn dmesg(text: &str) -> Dmesg {
             .map(|(_, rest)| rest)
         {
             facts.rmp_table = Some(rest.trim().to_owned());
+        }
+        if message.contains("Segmented RMP") {
+            facts.rmp_segmented = true;
         }
         if message.contains("Memory for the RMP table has not been reserved by BIOS") {
             facts.rmp_not_reserved = true;

@@ -198,6 +198,44 @@ fn snp_bios_leaves_no_asids_for_snp_guests() {
 }
 
 #[test]
+fn segmented_rmp_of_newer_firmware_is_coverage_too() {
+    check(
+        "snp-xe7745",
+        &[
+            Write("msr/0xc0010136", "0x0000000000002401\n"),
+            Write(RMP_END, "0x0000000000000000\n"),
+            Replace(
+                DMESG,
+                "SEV-SNP: RMP table physical range [0x0000000034800000 - 0x00000001b4803fff]",
+                "SEV-SNP: Segmented RMP using 64GB segments",
+            ),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn tdx_bios_whose_attribute_names_differ() {
+    // Ansible-style names (IntelTdx, TdxSeamLoader) are found like Dell script names.
+    check(
+        "tdx-host",
+        &[
+            Replace(
+                BIOS,
+                r#""EnableTdx": "Enabled""#,
+                r#""IntelTdx": "Enabled""#,
+            ),
+            Replace(
+                BIOS,
+                r#""EnableTdxSeamldr": "Enabled""#,
+                r#""TdxSeamLoader": "Enabled""#,
+            ),
+        ],
+        &[],
+    );
+}
+
+#[test]
 fn snp_host_with_iommu_passthrough() {
     check(
         "snp-xe7745",
@@ -716,6 +754,14 @@ fn epyc_7002_rome_has_sev_es_but_no_snp() {
             Write(SEV_SNP, "N\n"),
             Replace(BIOS, "\"Snp\": \"Enabled\",", ""),
             Replace(BIOS, "\"Rmp\": \"Enabled\",", ""),
+            Write(
+                "redfish/redfish/v1/Systems/System.Embedded.1/Bios/BiosRegistry.json",
+                r#"{"@odata.id": "/redfish/v1/Systems/System.Embedded.1/Bios/BiosRegistry", "Id": "BiosAttributeRegistry.v1_0_3", "RegistryEntries": {"Attributes": [
+                    {"AttributeName": "Sme", "Type": "Enumeration", "MenuPath": "./ProcSettings"},
+                    {"AttributeName": "TransparentSme", "Type": "Enumeration", "MenuPath": "./ProcSettings"},
+                    {"AttributeName": "CpuMinSevAsid", "Type": "Integer", "MenuPath": "./ProcSettings"},
+                    {"AttributeName": "IommuSupport", "Type": "Enumeration", "MenuPath": "./ProcSettings"}]}}"#,
+            ),
         ],
         &[
             ("snp.cpu-support", Fail),
@@ -902,4 +948,31 @@ fn every_check_has_a_variant_that_breaks_it() {
         .filter(|id| *id != "snp.cbit-position")
         .collect();
     assert!(missing.is_empty(), "no broken variant for {missing:?}");
+}
+
+#[test]
+fn unknown_bios_attribute_names_point_at_the_registry() {
+    let dir = variant(
+        "tdx-host",
+        &[
+            Replace(
+                BIOS,
+                r#""EnableTdx": "Enabled""#,
+                r#""TrustDomainExtension": "Enabled""#,
+            ),
+            Write(
+                "redfish/redfish/v1/Systems/System.Embedded.1/Bios/BiosRegistry.json",
+                r#"{"RegistryEntries": {"Attributes": [
+                    {"AttributeName": "MemoryEncryption"}, {"AttributeName": "TdxKeySplit"},
+                    {"AttributeName": "TrustDomainExtension"}]}}"#,
+            ),
+        ],
+    );
+    let broken = statuses(dir.path());
+    let (status, detail) = &broken["bios.tdx"];
+    assert_eq!(*status, Fail);
+    assert_eq!(
+        detail,
+        "the BIOS has none of the attributes EnableTdx, IntelTdx; the BiosRegistry lists TdxKeySplit"
+    );
 }

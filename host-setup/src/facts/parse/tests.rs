@@ -188,6 +188,7 @@ fn dmesg_of_the_snp_host() {
                     "[0x0000000034800000 - 0x00000001b4803fff]",
                 ),
                 rmp_not_reserved: false,
+                rmp_segmented: false,
                 snp_asids: Some(
                     AsidRange {
                         first: 1,
@@ -240,6 +241,7 @@ kvm_amd: SEV-ES disabled (ASIDs 0 - 0)
                 sev_api: None,
                 rmp_table: None,
                 rmp_not_reserved: true,
+                rmp_segmented: false,
                 snp_asids: None,
                 sev_es_asids: None,
                 sev_disabled: [

@@ -270,6 +270,9 @@ pub(super) static REGISTRY: &[CheckDef] = &[
     check("tdx.cpu-support", "CPU and BIOS enable TDX (tdx_host_platform)", Tdx, Fail, Some("cpu.vendor"),
         "Use a TDX-capable Xeon (4th gen or newer) and enable TME-MT, TDX and the SEAM loader in the BIOS, with a non-zero TME-MT/TDX key split.",
         tdx_cpu_support),
+    check("tdx.bios-enabled", "BIOS enabled TME-MT, SEAMRR and TDX private keys (MSRs)", Tdx, Fail, Some("cpu.vendor"),
+        "In the BIOS enable TME, TME-MT (multiple keys), TDX and the SEAM loader with a non-zero TME-MT/TDX key split; if SGX_AND_MCHECK_STATUS is non-zero, run SGX Factory Reset.",
+        tdx_bios_enabled),
     check("tdx.module-initialized", "TDX module initialised", Tdx, Fail, Some("tdx.cpu-support"),
         "Update the BIOS/TDX module when dmesg shows `module initialization failed`, and boot with kvm_intel.tdx=1.",
         tdx_module_initialized),
@@ -722,6 +725,39 @@ fn tdx_cpu_support(context: &Context) -> Outcome {
             "{}: /proc/cpuinfo lacks tdx_host_platform{seamrr}",
             info.model_name
         ))
+    }
+}
+
+fn tdx_bios_enabled(context: &Context) -> Outcome {
+    let tme_activate =
+        need!(context.bundle.msr(0x982), absent => Bad("no IA32_TME_ACTIVATE MSR".into()));
+    let seamrr_mask =
+        need!(context.bundle.msr(0x1401), absent => Bad("no IA32_SEAMRR_PHYS_MASK MSR".into()));
+    let partitioning = need!(context.bundle.msr(0x87), absent => Bad("no IA32_MKTME_KEYID_PARTITIONING MSR".into()));
+    let mcheck =
+        need!(context.bundle.msr(0xa0), absent => Bad("no SGX_AND_MCHECK_STATUS MSR".into()));
+    let tdx_keys = partitioning >> 32;
+    let mut problems = Vec::new();
+    if tme_activate & 0b10 == 0 {
+        problems.push(format!(
+            "IA32_TME_ACTIVATE {tme_activate:#x}: TME not enabled"
+        ));
+    }
+    if seamrr_mask & (1 << 11) == 0 {
+        problems.push(format!(
+            "IA32_SEAMRR_PHYS_MASK {seamrr_mask:#x}: SEAMRR not enabled"
+        ));
+    }
+    if tdx_keys == 0 {
+        problems.push("no TDX private KeyIDs (key split 0)".to_owned());
+    }
+    if mcheck != 0 {
+        problems.push(format!("SGX_AND_MCHECK_STATUS {mcheck:#x} is not 0"));
+    }
+    if problems.is_empty() {
+        Pass(format!("TME on, SEAMRR on, {tdx_keys} TDX private KeyIDs"))
+    } else {
+        Bad(problems.join("; "))
     }
 }
 

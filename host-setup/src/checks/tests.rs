@@ -95,7 +95,7 @@ fn only_skip_and_strict() {
     )
     .expect("evaluate");
     assert_eq!(strict.exit_code(), 0, "{strict:#?}");
-    assert_eq!(strict.summary.skip, 8);
+    assert_eq!(strict.summary.skip, 9);
     // A fact that was not collected fails under --strict.
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("facts.json"), "{\"schema\": 1}").expect("write");

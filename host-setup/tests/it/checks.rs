@@ -660,6 +660,7 @@ fn tdx_off_in_the_bios() {
         ],
         &[
             ("tdx.cpu-support", Fail),
+            ("tdx.bios-enabled", Fail),
             ("tdx.module-initialized", Skip),
             ("tdx.kvm-enabled", Fail),
             ("bios.tdx", Fail),
@@ -675,6 +676,7 @@ fn tdx_bios_with_single_key_memory_encryption() {
             Replace(CPUINFO, " tdx_host_platform", ""),
             Write("msr/0x1401", "0x0000fffffe000000\n"),
             Write("msr/0x87", "0x0000000000000000\n"),
+            Write("msr/0x982", "0x0000000600000001\n"),
             RemoveLines(TDX_DMESG, "virt/tdx"),
             RemoveLines(TDX_DMESG, "TDX is supported"),
             Write(TDX_PARAM, "N\n"),
@@ -686,11 +688,39 @@ fn tdx_bios_with_single_key_memory_encryption() {
         ],
         &[
             ("tdx.cpu-support", Fail),
+            ("tdx.bios-enabled", Fail),
             ("tdx.module-initialized", Skip),
             ("tdx.kvm-enabled", Fail),
             ("bios.memory-encryption", Fail),
             ("bios.tdx", Skip),
         ],
+    );
+}
+
+#[test]
+fn tdx_host_without_msr_access_skips_the_msr_check() {
+    check(
+        "tdx-host",
+        &[
+            Unreadable("msr/0x87", "no /dev/cpu/0/msr: run `modprobe msr` as root"),
+            Unreadable("msr/0xa0", "no /dev/cpu/0/msr: run `modprobe msr` as root"),
+            Unreadable("msr/0x982", "no /dev/cpu/0/msr: run `modprobe msr` as root"),
+            Unreadable(
+                "msr/0x1401",
+                "no /dev/cpu/0/msr: run `modprobe msr` as root",
+            ),
+            Absent("root/dev/cpu/0/msr"),
+        ],
+        &[("tdx.bios-enabled", Skip)],
+    );
+}
+
+#[test]
+fn tdx_host_with_corrupt_sgx_registration() {
+    check(
+        "tdx-host",
+        &[Write("msr/0xa0", "0x0000000000000745\n")],
+        &[("tdx.bios-enabled", Fail)],
     );
 }
 

@@ -860,18 +860,25 @@ fn gpu_host_driver_absent(context: &Context) -> Outcome {
 }
 
 fn gpu_vfio_bound(context: &Context) -> Outcome {
-    let gpus = need!(context.gpus(), absent => Bad("no PCI devices".into()));
+    let devices = need!(context.pci.as_ref(), absent => Bad("no PCI devices".into()));
+    // GPUs, and on a Hopper HGX the NVSwitches, which PPCIe passes to the same CVM.
+    let passed: Vec<&PciDevice> = devices
+        .iter()
+        .filter(|device| {
+            device.is_nvidia_gpu() || (device.vendor == NVIDIA && device.device == NVSWITCH)
+        })
+        .collect();
     let mut wrong = Vec::new();
-    for gpu in &gpus {
-        match &gpu.driver {
+    for device in &passed {
+        match &device.driver {
             Fact::Present(driver) if driver == "vfio-pci" => {}
-            Fact::Present(driver) => wrong.push(format!("{} on {driver}", gpu.bdf)),
-            Fact::Absent => wrong.push(format!("{} has no driver", gpu.bdf)),
+            Fact::Present(driver) => wrong.push(format!("{} on {driver}", device.bdf)),
+            Fact::Absent => wrong.push(format!("{} has no driver", device.bdf)),
             Fact::NotCollected(reason) => return Skip(reason.clone()),
         }
     }
     if wrong.is_empty() {
-        Pass(format!("{} GPUs on vfio-pci", gpus.len()))
+        Pass(format!("{} devices on vfio-pci", passed.len()))
     } else {
         Bad(wrong.join("; "))
     }

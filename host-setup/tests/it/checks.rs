@@ -964,6 +964,21 @@ fn hopper_hgx_with_ppcie_off() {
 }
 
 #[test]
+fn hopper_hgx_with_an_nvswitch_left_unbound() {
+    let mut edits = HGX.to_vec();
+    edits.push(Absent("root/sys/bus/pci/devices/0000:08:00.0/driver"));
+    check(
+        "snp-xe7745",
+        &edits,
+        &[
+            ("gpu.vfio-bound", Fail),
+            ("gpu.cc-mode", Skip),
+            ("gpu.ppcie-mode", Pass),
+        ],
+    );
+}
+
+#[test]
 fn every_check_has_a_variant_that_breaks_it() {
     // Each id must appear in some expectation above with a failing or warning status.
     let source = include_str!("checks.rs");

@@ -223,7 +223,7 @@ pub(super) static REGISTRY: &[CheckDef] = &[
         "Install Ubuntu 25.10 or 26.04 on the host (SEV-SNP also works on 25.04, now end of life; stock 24.04 has no SNP or TDX host support).",
         host_os_release),
     check("host.kernel-version", "Host kernel is new enough", Any, Fail, None,
-        "Boot a host kernel >= 6.11 for SEV-SNP (>= 6.16 for TDX); 6.17 or newer is recommended (NVIDIA's CC stack lists 6.17+).",
+        "Boot a host kernel >= 6.11 (TDX also needs kvm_intel with TDX, upstream from 6.16); 6.17 or newer is recommended (NVIDIA's CC stack lists 6.17+).",
         host_kernel_version),
     check("host.uefi-boot", "Host booted in UEFI mode", Any, Fail, None,
         "Set the boot mode to UEFI in the BIOS and reinstall the boot loader in UEFI mode.",
@@ -399,10 +399,9 @@ fn host_kernel_version(context: &Context) -> Outcome {
             text.trim()
         ));
     };
-    let minimum = match context.tee {
-        Some(Tee::Tdx) => Version::new(6, 16, 0),
-        _ => Version::new(6, 11, 0),
-    };
+    // SEV-SNP host support landed in 6.11; TDX host support is upstream from 6.16 but Canonical's
+    // 25.04 PPA carries it on 6.14, so tdx.kvm-enabled (not the version) decides for TDX.
+    let minimum = Version::new(6, 11, 0);
     let release = text.trim();
     if version < minimum {
         Bad(format!("kernel {release} is older than {minimum}"))

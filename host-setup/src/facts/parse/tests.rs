@@ -375,3 +375,58 @@ fn bios_numbers_come_as_integers_or_strings() {
     .expect("json");
     assert!(bios_registry_names(&registry).contains("CpuMinSevAsid"));
 }
+
+fn captured(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/captured")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn outputs_captured_on_this_projects_vm() {
+    let lscpu = lscpu(&captured("lscpu"));
+    let info = cpuinfo(&captured("cpuinfo"));
+    check(
+        (
+            &lscpu.model_name,
+            lscpu.cpus,
+            lscpu.sockets,
+            &lscpu.hypervisor_vendor,
+            &info.vendor_id,
+            info.flags.contains("hypervisor"),
+            os_release(&captured("os-release")),
+            qemu_version(&captured("qemu-version")),
+            qemu_objects(&captured("qemu-objects")).contains("sev-snp-guest"),
+            meminfo(&captured("meminfo")).contains_key("MemTotal"),
+        ),
+        expect![[r#"
+            (
+                "Intel(R) Xeon(R) Processor",
+                Some(
+                    2,
+                ),
+                Some(
+                    1,
+                ),
+                "KVM",
+                "GenuineIntel",
+                true,
+                OsRelease {
+                    id: "debian",
+                    version_id: "12",
+                    codename: "bookworm",
+                    pretty_name: "Debian GNU/Linux 12 (bookworm)",
+                },
+                Some(
+                    Version {
+                        major: 10,
+                        minor: 0,
+                        patch: 2,
+                    },
+                ),
+                true,
+                true,
+            )"#]],
+    );
+}

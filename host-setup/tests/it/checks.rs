@@ -51,6 +51,20 @@ fn check(base: &str, edits: &[Edit], expect: &[(&str, Status)]) {
     assert_eq!(changed, expected, "details:\n{}", details.join("\n"));
 }
 
+fn report_json(name: &str) -> String {
+    let bundle = Bundle::open(fixture(name)).expect("opening the bundle");
+    let report = evaluate(&bundle, &Options::default()).expect("evaluating");
+    serde_json::to_string_pretty(&report).expect("serializing") + "\n"
+}
+
+#[test]
+fn healthy_reports_match_their_snapshots() {
+    // `UPDATE_EXPECT=1 cargo test -p host-setup` rewrites them.
+    expect_test::expect_file!["../data/reports/snp-xe7745.json"]
+        .assert_eq(&report_json("snp-xe7745"));
+    expect_test::expect_file!["../data/reports/tdx-host.json"].assert_eq(&report_json("tdx-host"));
+}
+
 #[test]
 fn healthy_snp_xe7745_passes_everything_but_the_other_tee() {
     for (id, (status, detail)) in statuses(&fixture("snp-xe7745")) {

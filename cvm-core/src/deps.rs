@@ -128,6 +128,22 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("dmidecode", "dmidecode", "collecting platform identity"),
     ),
     (
+        "lsmod",
+        tool("lsmod", "kmod", "collecting loaded kernel modules"),
+    ),
+    (
+        "dmesg",
+        tool("dmesg", "util-linux", "collecting the kernel log"),
+    ),
+    (
+        "lscpu",
+        tool("lscpu", "util-linux", "collecting the CPU topology"),
+    ),
+    (
+        "uname",
+        tool("uname", "coreutils", "collecting the kernel release"),
+    ),
+    (
         "shellcheck",
         tool(
             "shellcheck",

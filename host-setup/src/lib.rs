@@ -4,3 +4,4 @@
 pub mod checks;
 pub mod facts;
 pub mod provision;
+pub mod redfish;

@@ -21,6 +21,9 @@ const TEST_REQUIREMENTS: &[&str] = &[
     "mmdebstrap",
     "ubuntu-archive-keyring",
     "chroot",
+    "lspci",
+    "dmidecode",
+    "lsmod",
 ];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {

@@ -363,6 +363,12 @@ pub struct HostCollectArgs {
     /// BMC Redfish base URL (credentials from REDFISH_USERNAME / REDFISH_PASSWORD).
     #[arg(long, value_name = "URL")]
     pub redfish: Option<String>,
+    /// Accept the BMC's self-signed TLS certificate.
+    #[arg(long, requires = "redfish")]
+    pub redfish_insecure: bool,
+    /// Seconds to wait for each Redfish request.
+    #[arg(long, value_name = "SECS", default_value_t = 20, requires = "redfish")]
+    pub redfish_timeout: u64,
 }
 
 /// `host check`.

@@ -1,18 +1,80 @@
 //! `cargo xtask host …`: provisioning plans, facts collection and preflight checks.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Result;
+use host_setup::{
+    checks::{self, Options},
+    facts::{self, Bundle, CollectOptions},
+    redfish,
+};
 
-use crate::{flags::HostCommand, not_implemented};
+use crate::{
+    flags::{HostCheckArgs, HostCollectArgs, HostCommand},
+    print_json,
+};
 
 pub fn run(command: HostCommand) -> Result<ExitCode> {
     match command {
         HostCommand::Plan(args) => plan(args),
         HostCommand::Apply(args) => apply(args),
-        HostCommand::Collect(_) => Err(not_implemented("host collect", 6)),
-        HostCommand::Check(_) => Err(not_implemented("host check", 6)),
+        HostCommand::Collect(args) => collect(args),
+        HostCommand::Check(args) => check(args),
     }
+}
+
+fn collect(args: HostCollectArgs) -> Result<ExitCode> {
+    let redfish = match &args.redfish {
+        Some(url) => Some(facts::Redfish {
+            url: url.clone(),
+            credentials: redfish::Credentials::from_env()?,
+            verify_tls: !args.redfish_insecure,
+            timeout: Duration::from_secs(args.redfish_timeout),
+        }),
+        None => None,
+    };
+    eprintln!(
+        "{:>12} host facts into {}",
+        "Collecting",
+        args.out.display()
+    );
+    let meta = facts::collect(&CollectOptions {
+        redfish,
+        ..CollectOptions::live(&args.out)
+    })?;
+    eprintln!(
+        "{:>12} {} absent, {} unreadable, {} failed (see {}/facts.json)",
+        "Collected",
+        meta.absent.len(),
+        meta.unreadable.len(),
+        meta.failed.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: HostCheckArgs) -> Result<ExitCode> {
+    let options = Options {
+        tee: None,
+        only: args.only,
+        skip: args.skip,
+        strict: args.strict,
+    };
+    let (_guard, bundle) = match &args.facts {
+        Some(dir) => (None, Bundle::open(dir)?),
+        None => {
+            eprintln!("{:>12} this host's facts", "Collecting");
+            let (dir, bundle) = facts::collect_live_temp()?;
+            (Some(dir), bundle)
+        }
+    };
+    let report = checks::evaluate(&bundle, &options)?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", checks::render_for_stdout(&report));
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// `host plan`: the provisioning plan for this host (or `--os-release FILE`) and the model's TEE
@@ -31,7 +93,7 @@ fn plan(args: crate::flags::HostPlanArgs) -> Result<ExitCode> {
     let request = provision::PlanRequest::from_model(&loaded.model, release, tee, args.libvirt);
     let plan = provision::plan(&request)?;
     if args.json {
-        crate::print_json(&plan)?;
+        print_json(&plan)?;
     } else {
         let mut stdout = std::io::stdout().lock();
         std::io::Write::write_all(&mut stdout, plan.render().as_bytes())?;

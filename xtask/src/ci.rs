@@ -13,7 +13,10 @@ use xshell::{cmd, Shell};
 use crate::{flags::CiArgs, project_root};
 
 /// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
-const TEST_REQUIREMENTS: &[&str] = &[];
+const TEST_REQUIREMENTS: &[&str] = &[
+    "python3-venv", // guest-image measure: sev-snp-measure from PyPI in a venv.
+    "ovmf",         // guest-image measure: Debian's OVMF.fd for the differential test.
+];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {
     let started = Instant::now();

@@ -44,7 +44,7 @@ fn snp(args: MeasureSnpArgs) -> Result<ExitCode> {
             args.guest_features
         ))
     })?;
-    let report = measure::measure_snp(&SnpRequest {
+    let request = SnpRequest {
         ovmf: args.ovmf,
         vcpus: args.vcpus,
         vcpu,
@@ -57,11 +57,12 @@ fn snp(args: MeasureSnpArgs) -> Result<ExitCode> {
             VmmType::Ec2 => Vmm::Ec2,
         },
         policy: None,
-    })?;
+    };
     if args.json {
-        print_json(&report)?;
+        print_json(&measure::measure_snp(&request)?)?;
     } else {
-        println!("{}", report.measurement);
+        // The plain digest needs no input hashes beyond the measured ones.
+        println!("{}", measure::snp_measurement(&request)?);
     }
     Ok(ExitCode::SUCCESS)
 }

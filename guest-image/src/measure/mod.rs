@@ -22,6 +22,14 @@ use serde::{Deserialize, Serialize};
 
 pub use snp::{KernelHashes, SnpParams, Vmm};
 
+/// SHA-384 of `data` (ring's assembly implementation: the firmware pages are most of the work).
+pub(crate) fn sha384(data: &[u8]) -> [u8; 48] {
+    let digest = ring::digest::digest(&ring::digest::SHA384, data);
+    let mut out = [0u8; 48];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// The file [`write_measurements`] writes into the artifacts directory.
 pub const MEASUREMENTS_FILE: &str = "measurements.json";
 
@@ -161,14 +169,34 @@ fn sha256_input(path: &Path, what: &str) -> Result<([u8; 32], String)> {
             path.display()
         )));
     }
-    let (hex_digest, _) = cvm_core::hash::sha256_file(path)?;
+    // ring's SHA-256 (SHA-NI assembly) is about twice as fast as sha2's on a UKI of tens of MiB.
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let count = std::io::Read::read(&mut file, &mut buffer)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if count == 0 {
+            break;
+        }
+        context.update(&buffer[..count]);
+    }
     let mut raw = [0u8; 32];
-    hex::decode_to_slice(&hex_digest, &mut raw).context("decoding a SHA-256 digest")?;
-    Ok((raw, hex_digest))
+    raw.copy_from_slice(context.finish().as_ref());
+    Ok((raw, hex::encode(raw)))
 }
 
-/// Computes the SEV-SNP launch digest for `request`.
-pub fn measure_snp(request: &SnpRequest) -> Result<SnpReport> {
+/// The files of an SNP request, read and hashed.
+struct SnpPrepared {
+    firmware: Vec<u8>,
+    params: SnpParams,
+    vcpu_type: Option<String>,
+    kernel_sha256: Option<String>,
+    initrd_sha256: Option<String>,
+}
+
+fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     let (vcpu_type, vcpu_sig) = match &request.vcpu {
         Vcpu::Type(name) => (Some(name.clone()), snp::vcpu_signature(name)?),
         Vcpu::Sig(sig) => (None, *sig),
@@ -198,22 +226,44 @@ pub fn measure_snp(request: &SnpRequest) -> Result<SnpReport> {
         vmm: request.vmm,
         kernel_hashes,
     };
-    let digest = snp::launch_digest(&firmware, &params)
+    Ok(SnpPrepared {
+        firmware,
+        params,
+        vcpu_type,
+        kernel_sha256,
+        initrd_sha256,
+    })
+}
+
+fn snp_digest_hex(request: &SnpRequest, prepared: &SnpPrepared) -> Result<String> {
+    let digest = snp::launch_digest(&prepared.firmware, &prepared.params)
         .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
+    Ok(hex::encode(digest))
+}
+
+/// Computes only the SEV-SNP launch digest for `request` (hex); [`measure_snp`] adds the inputs.
+pub fn snp_measurement(request: &SnpRequest) -> Result<String> {
+    snp_digest_hex(request, &prepare_snp(request)?)
+}
+
+/// Computes the SEV-SNP launch digest for `request`, with every input it was computed from.
+pub fn measure_snp(request: &SnpRequest) -> Result<SnpReport> {
+    let prepared = prepare_snp(request)?;
+    let measurement = snp_digest_hex(request, &prepared)?;
     Ok(SnpReport {
         tee: Tee::Snp,
-        measurement: hex::encode(digest),
+        measurement,
         inputs: SnpInputs {
             vcpus: request.vcpus,
-            vcpu_type,
-            vcpu_sig,
+            vcpu_type: prepared.vcpu_type,
+            vcpu_sig: prepared.params.vcpu_sig,
             guest_features: request.guest_features,
             policy: request.policy,
-            firmware_sha256: cvm_core::hash::sha256_hex(&firmware),
-            kernel_sha256,
+            firmware_sha256: cvm_core::hash::sha256_hex(&prepared.firmware),
+            kernel_sha256: prepared.kernel_sha256,
             cmdline: request.kernel.as_ref().and(request.append.clone()),
         },
-        initrd_sha256,
+        initrd_sha256: prepared.initrd_sha256,
         vmm_type: match request.vmm {
             Vmm::Qemu => "qemu",
             Vmm::Ec2 => "ec2",

@@ -184,7 +184,7 @@ impl<'a> Ovmf<'a> {
     }
 
     /// Resolves an "offset from the end of the image" table value to a start offset.
-    fn from_end(&self, offset_from_end: u32, what: &str) -> Result<usize> {
+    fn offset_from_end(&self, offset_from_end: u32, what: &str) -> Result<usize> {
         self.data
             .len()
             .checked_sub(offset_from_end as usize)
@@ -201,7 +201,7 @@ impl<'a> Ovmf<'a> {
         let Some(offset) = self.entry_u32(&SEV_METADATA_GUID, "SEV metadata")? else {
             return Ok(None);
         };
-        let start = self.from_end(offset, "SEV metadata")?;
+        let start = self.offset_from_end(offset, "SEV metadata")?;
         let header = self.data.get(start..start + 16).ok_or_else(|| {
             bad_input("has an SEV metadata header that runs past the end of the image")
         })?;
@@ -246,7 +246,7 @@ impl<'a> Ovmf<'a> {
         let Some(offset) = self.entry_u32(&TDX_METADATA_OFFSET_GUID, "TDX metadata")? else {
             return Ok(None);
         };
-        let start = self.from_end(offset, "TDX metadata")?;
+        let start = self.offset_from_end(offset, "TDX metadata")?;
         let descriptor = self.data.get(start..start + 16).ok_or_else(|| {
             bad_input("has a TDVF descriptor that runs past the end of the image")
         })?;

@@ -13,9 +13,12 @@
 
 use anyhow::Result;
 use cvm_core::error::bad_input;
-use sha2::{Digest, Sha256, Sha384};
+use sha2::{Digest, Sha256};
 
-use super::ovmf::{Ovmf, SevSectionKind, FOUR_GIB, PAGE};
+use super::{
+    ovmf::{Ovmf, SevSectionKind, FOUR_GIB, PAGE},
+    sha384,
+};
 
 /// A 48-byte SHA-384 launch digest.
 pub type LaunchDigest = [u8; 48];
@@ -205,7 +208,7 @@ impl Gctx {
         page_info[98] = page_type as u8;
         // IMI_PAGE, the VMPL permissions and the reserved byte stay zero.
         page_info[104..112].copy_from_slice(&gpa.to_le_bytes());
-        self.digest = Sha384::digest(page_info).into();
+        self.digest = sha384(&page_info);
     }
 
     fn normal_pages(&mut self, gpa: u64, data: &[u8]) {
@@ -221,35 +224,46 @@ impl Gctx {
     }
 }
 
+/// SHA-384 of each page in `pages`. Pages of one repeated byte (most of an OVMF image: the
+/// padding of its firmware volumes) are hashed once per byte value.
+fn hash_pages(pages: &[&[u8]]) -> Vec<LaunchDigest> {
+    let mut uniform: [Option<LaunchDigest>; 256] = [None; 256];
+    pages
+        .iter()
+        .map(|page| match page.first() {
+            // A page equals itself shifted by one byte exactly when all its bytes are equal (a memcmp).
+            Some(&first) if page.len() == PAGE && page[1..] == page[..PAGE - 1] => {
+                *uniform[usize::from(first)].get_or_insert_with(|| sha384(page))
+            }
+            _ => sha384(page),
+        })
+        .collect()
+}
+
 /// SHA-384 of every 4 KiB page of `data`, hashed on a few threads (the firmware is most of the
 /// work); the chain itself stays sequential.
 fn page_hashes(data: &[u8]) -> Vec<LaunchDigest> {
     let pages: Vec<&[u8]> = data.chunks(PAGE).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 8);
+        .clamp(1, 4);
     if threads == 1 || pages.len() < 64 {
-        return pages
-            .iter()
-            .map(|page| Sha384::digest(page).into())
-            .collect();
+        return hash_pages(&pages);
     }
     let per_thread = pages.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = pages
             .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|page| LaunchDigest::from(Sha384::digest(page)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|chunk| scope.spawn(move || hash_pages(chunk)))
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| worker.join().unwrap_or_default())
+            .flat_map(|worker| {
+                // Hashing cannot panic; if it ever did, the digest must not silently miss pages.
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     })
 }
@@ -401,14 +415,10 @@ pub fn launch_digest(firmware: &[u8], params: &SnpParams) -> Result<LaunchDigest
         }
     }
 
-    let bsp: LaunchDigest = Sha384::digest(
-        vmsa_page(BSP_EIP, params.vcpu_sig, params.guest_features, params.vmm).as_slice(),
-    )
-    .into();
-    let ap: LaunchDigest = Sha384::digest(
-        vmsa_page(ap_eip, params.vcpu_sig, params.guest_features, params.vmm).as_slice(),
-    )
-    .into();
+    let bsp =
+        sha384(vmsa_page(BSP_EIP, params.vcpu_sig, params.guest_features, params.vmm).as_slice());
+    let ap =
+        sha384(vmsa_page(ap_eip, params.vcpu_sig, params.guest_features, params.vmm).as_slice());
     for vcpu in 0..params.vcpus {
         let page_hash = if vcpu == 0 { &bsp } else { &ap };
         gctx.update(PageType::Vmsa, VMSA_GPA, page_hash);

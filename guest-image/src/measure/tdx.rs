@@ -17,7 +17,7 @@
 
 use anyhow::Result;
 use cvm_core::error::bad_input;
-use sha2::{Digest, Sha384};
+use ring::digest::{Context as Sha384, SHA384};
 
 pub use cvm_core::model::PageAddOrder;
 
@@ -34,7 +34,7 @@ fn page_add(hasher: &mut Sha384, gpa: u64) {
     let mut record = [0u8; 128];
     record[..12].copy_from_slice(b"MEM.PAGE.ADD");
     record[16..24].copy_from_slice(&gpa.to_le_bytes());
-    hasher.update(record);
+    hasher.update(&record);
 }
 
 /// Extends one page: 16 records, each followed by its 256 bytes.
@@ -44,7 +44,7 @@ fn extend_page(hasher: &mut Sha384, gpa: u64, contents: &[u8; PAGE]) {
         record[..9].copy_from_slice(b"MR.EXTEND");
         let chunk_gpa = gpa + (index * EXTEND_CHUNK) as u64;
         record[16..24].copy_from_slice(&chunk_gpa.to_le_bytes());
-        hasher.update(record);
+        hasher.update(&record);
         hasher.update(chunk);
     }
 }
@@ -87,7 +87,7 @@ pub fn mrtd(firmware: &[u8], order: PageAddOrder) -> Result<[u8; 48]> {
             "declares {added:#x} bytes of TDVF sections added at build time; real TDVF builds add a few MiB (limit {MAX_ADDED_BYTES:#x})"
         )));
     }
-    let mut hasher = Sha384::new();
+    let mut hasher = Sha384::new(&SHA384);
     for section in &sections {
         if section.attributes & TDVF_ATTR_PAGE_AUG != 0 {
             continue;
@@ -124,5 +124,7 @@ pub fn mrtd(firmware: &[u8], order: PageAddOrder) -> Result<[u8; 48]> {
             }
         }
     }
-    Ok(hasher.finalize().into())
+    let mut mrtd = [0u8; 48];
+    mrtd.copy_from_slice(hasher.finish().as_ref());
+    Ok(mrtd)
 }

@@ -106,7 +106,9 @@ fn snp_digests_match_the_sev_crate_on_real_firmware() {
     let ovmf = shared_firmware(AMDSEV);
     let kernel = data_dir().join("kernel.bin");
     let initrd = data_dir().join("initrd.bin");
-    let cases: &[(u32, &str, u64, bool, bool, Option<&str>)] = &[
+    // (vCPUs, vCPU type, guest features, kernel, initrd, append).
+    type Case<'a> = (u32, &'a str, u64, bool, bool, Option<&'a str>);
+    let cases: &[Case] = &[
         (1, "EPYC-v4", 0x1, false, false, None),
         (4, "EPYC-Milan", 0x21, false, false, None),
         (32, "EPYC-Genoa", 0x1, true, false, None),

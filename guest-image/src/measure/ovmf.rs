@@ -16,7 +16,7 @@ pub type Guid = [u8; 16];
 
 /// Converts a textual GUID into its EFI byte layout at compile time: the first three fields are
 /// little-endian, the last two are stored as written.
-pub const fn guid(text: &str) -> Guid {
+pub(crate) const fn guid(text: &str) -> Guid {
     const fn nibble(byte: u8) -> u8 {
         match byte {
             b'0'..=b'9' => byte - b'0',

@@ -186,6 +186,15 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         },
     ),
     (
+        "python3-venv",
+        Requirement {
+            probe: Probe::File("/usr/share/doc/python3-venv/copyright"),
+            package: "python3-venv",
+            bookworm_backports: false,
+            purpose: "the sev-snp-measure differential test (pip in a venv)",
+        },
+    ),
+    (
         "ovmf",
         Requirement {
             probe: Probe::File("/usr/share/OVMF/OVMF_CODE_4M.fd"),

@@ -24,6 +24,8 @@ const TEST_REQUIREMENTS: &[&str] = &[
     "lspci",
     "dmidecode",
     "lsmod",
+    "python3-venv", // guest-image measure: sev-snp-measure from PyPI in a venv.
+    "ovmf",         // guest-image measure: Debian's OVMF.fd for the differential test.
 ];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {

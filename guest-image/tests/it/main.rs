@@ -2,3 +2,4 @@
 //! in the slow suite, the real tools).
 
 mod launch;
+mod measure;

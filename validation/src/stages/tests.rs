@@ -255,3 +255,24 @@ fn every_check_of_a_run_is_in_every_report() {
         );
     }
 }
+
+/// The preflight registry over the XE7745 bundle, for the model's TEE (SEV-SNP): the same verdicts
+/// `cargo xtask host check --facts` gives. The bundle holds what the profile rows read, so the
+/// preflight checks whose sources it lacks (CPUID, MSRs, dmesg, sysfs PCI, Redfish) skip with
+/// host-setup's reason instead of passing.
+#[test]
+fn preflight_is_host_setups_registry_over_the_same_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = context(bundle(), artifacts(dir.path()), true);
+    let table: String = super::preflight(&context)
+        .iter()
+        .map(|check| format!("{} {}: {}\n", check.status.as_str(), check.id, check.detail))
+        .collect();
+    expect_test::expect_file!["../../tests/data/xe7745.preflight.txt"].assert_eq(&table);
+    let options = host_setup::checks::Options {
+        tee: Some(cvm_core::model::Tee::Snp),
+        ..Default::default()
+    };
+    let host_check = host_setup::checks::evaluate(&bundle(), &options).unwrap();
+    assert_eq!(super::preflight(&context), host_check.checks);
+}

@@ -145,3 +145,296 @@ fn every_subcommand_help_documents_every_flag() {
         assert!(help.contains(&usage), "{usage} missing from:\n{help}");
     }
 }
+
+/// What one `cargo xtask` run must show.
+enum Expect<'a> {
+    /// This exit code, with every one of these strings on stdout.
+    Exit(i32, Vec<String>),
+    /// Exit 2, nothing on stdout, and exactly one `error: ` line on stderr naming this text.
+    BadInput(&'a str),
+}
+
+/// Runs `cargo xtask args` and asserts `expect`; returns the output for further checks.
+#[track_caller]
+fn check(args: &[&str], expect: Expect) -> Output {
+    match expect {
+        Expect::Exit(code, stdout_has) => {
+            let output = xtask(args, code);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            for text in stdout_has {
+                assert!(
+                    stdout.contains(&text),
+                    "cargo xtask {}: {text:?} is not on stdout:\n{stdout}",
+                    args.join(" ")
+                );
+            }
+            output
+        }
+        Expect::BadInput(names) => {
+            let output = xtask(args, 2);
+            let text = stderr(&output);
+            assert_eq!(text.lines().count(), 1, "not one line: {text}");
+            assert!(
+                text.starts_with("error: ") && text.contains(names),
+                "{names:?} not named: {text}"
+            );
+            assert!(output.stdout.is_empty(), "stdout of bad input is empty");
+            output
+        }
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// Copies a facts bundle, keeping its sysfs symlinks as links.
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), target).unwrap();
+        } else if kind.is_dir() {
+            copy_bundle(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of `bundle` whose host runs Ubuntu 24.04 instead of 25.10.
+fn on_ubuntu_24_04(bundle: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join(bundle.file_name().unwrap());
+    copy_bundle(bundle, &copy);
+    let os_release = copy.join("root/etc/os-release");
+    let text = std::fs::read_to_string(&os_release).unwrap();
+    assert!(text.contains("VERSION_ID=\"25.10\""));
+    std::fs::write(
+        &os_release,
+        text.replace("VERSION_ID=\"25.10\"", "VERSION_ID=\"24.04\""),
+    )
+    .unwrap();
+    copy
+}
+
+/// The host check ids DESIGN.md §7 names as stable. `firmware.tee-support` is not among them: it
+/// needs the model's firmware, so validation adds it (DESIGN.md §6) and `host check` cannot.
+const DESIGN_HOST_IDS: &[&str] = &[
+    "host.os-release",
+    "host.kernel-version",
+    "cpu.vendor",
+    "snp.cpu-support",
+    "snp.bios-enabled",
+    "snp.asids",
+    "snp.kvm-enabled",
+    "snp.firmware-version",
+    "snp.iommu-mode",
+    "tdx.cpu-support",
+    "tdx.module-initialized",
+    "tdx.kvm-enabled",
+    "tdx.cmdline",
+    "tdx.memlock",
+    "iommu.enabled",
+    "gpu.present",
+    "gpu.host-driver-absent",
+    "gpu.vfio-bound",
+    "gpu.iommu-isolated",
+    "gpu.cc-mode",
+    "qemu.version",
+    "qemu.tee-support",
+    "bios.",
+];
+
+#[test]
+fn host_commands_exit_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = root().join("host-setup/tests/data/facts/snp-xe7745");
+    let broken = on_ubuntu_24_04(&healthy, dir.path());
+    let releases = root().join("host-setup/tests/data/provision/os-release");
+    let (ubuntu, debian) = (releases.join("ubuntu-25.10"), releases.join("debian-12"));
+    let every_design_id: Vec<String> = DESIGN_HOST_IDS
+        .iter()
+        .map(|id| format!("\"id\": \"{id}"))
+        .collect();
+    let cases: Vec<(Vec<&str>, Expect)> = vec![
+        (
+            vec!["host", "check", "--facts", path_str(&healthy), "--json"],
+            Expect::Exit(0, every_design_id),
+        ),
+        (
+            vec!["host", "check", "--facts", path_str(&broken), "--json"],
+            Expect::Exit(
+                1,
+                vec!["ubuntu 24.04 has no stock SEV-SNP host support".to_owned()],
+            ),
+        ),
+        (
+            vec!["host", "check", "--facts", "no/such/bundle"],
+            Expect::BadInput("no/such/bundle/facts.json"),
+        ),
+        (
+            vec![
+                "host",
+                "plan",
+                "--os-release",
+                path_str(&ubuntu),
+                "--tee",
+                "snp",
+            ],
+            Expect::Exit(
+                0,
+                vec!["Provisioning plan: Ubuntu 25.10 (questing), AMD SEV-SNP".to_owned()],
+            ),
+        ),
+        (
+            vec![
+                "host",
+                "plan",
+                "--os-release",
+                path_str(&debian),
+                "--tee",
+                "snp",
+            ],
+            Expect::BadInput(path_str(&debian)),
+        ),
+    ];
+    for (args, expect) in cases {
+        check(&args, expect);
+    }
+}
+
+/// An artifacts directory with one file and a manifest that records it.
+fn artifacts(dir: &Path) -> PathBuf {
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir(&artifacts).unwrap();
+    std::fs::write(artifacts.join("uki.efi"), b"MZ").unwrap();
+    let (sha256, size) = cvm_core::hash::sha256_file(&artifacts.join("uki.efi")).unwrap();
+    let manifest = serde_json::json!({"schema": 1, "artifacts": {"uki.efi": {"sha256": sha256, "size": size}}});
+    std::fs::write(artifacts.join("manifest.json"), manifest.to_string()).unwrap();
+    artifacts
+}
+
+/// report.json of a validate run: (id, status) in order.
+fn report_statuses(report_dir: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(report_dir.join("report.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| {
+            (
+                check["id"].as_str().unwrap().to_owned(),
+                check["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn validate_writes_every_report_and_exits_per_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = root().join("validation/tests/data/xe7745");
+    let broken = on_ubuntu_24_04(&healthy, dir.path());
+    let artifacts = artifacts(dir.path());
+    let reports = |name: &str| dir.path().join(name);
+    let validate = |facts: &Path, report_dir: &Path| -> Vec<String> {
+        [
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--facts",
+            path_str(facts),
+            "--artifacts",
+            path_str(&artifacts),
+            "--report-dir",
+            path_str(report_dir),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let (good, bad) = (reports("healthy"), reports("ubuntu-24.04"));
+    let good_args = validate(&healthy, &good);
+    let bad_args = validate(&broken, &bad);
+    let missing_args = validate(Path::new("no/such/bundle"), &reports("missing"));
+    let cases: Vec<(&Vec<String>, Expect)> = vec![
+        (
+            &good_args,
+            Expect::Exit(0, vec!["pass  xe7745.platform".to_owned()]),
+        ),
+        (
+            &bad_args,
+            Expect::Exit(1, vec!["fail  xe7745.host-os".to_owned()]),
+        ),
+        (&missing_args, Expect::BadInput("no/such/bundle/facts.json")),
+    ];
+    for (args, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&args, expect);
+    }
+
+    // The healthy bundle: every profile row passes, then host-setup's whole preflight registry for
+    // SEV-SNP (the model's TEE) with no failure, then the e2e stages: the artifacts verify and every
+    // stage that has not landed skips.
+    let statuses = report_statuses(&good);
+    let registry: Vec<&str> = host_setup::checks::registry()
+        .iter()
+        .map(|check| check.id)
+        .collect();
+    let (rows, rest) = statuses.split_at(16);
+    assert!(
+        rows.iter()
+            .all(|(id, status)| id.starts_with("xe7745.") && status == "pass"),
+        "{rows:?}"
+    );
+    let (preflight, e2e) = rest.split_at(registry.len());
+    let preflight_ids: Vec<&str> = preflight.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(preflight_ids, registry);
+    assert!(
+        preflight.iter().all(|(_, status)| status != "fail"),
+        "{preflight:?}"
+    );
+    let e2e: Vec<(&str, &str)> = e2e
+        .iter()
+        .map(|(id, status)| (id.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(
+        e2e,
+        [
+            ("e2e.artifacts", "pass"),
+            ("e2e.artifacts-measurement", "skip"),
+            ("e2e.launch", "skip"),
+            ("e2e.guest-ready", "skip"),
+            ("e2e.guest-tee", "skip"),
+            ("e2e.gpu-cc-ready", "skip"),
+            ("e2e.measurement-match", "skip"),
+            ("e2e.key-release", "skip"),
+            ("e2e.endpoint-https", "skip"),
+            ("e2e.egress", "skip"),
+            ("e2e.telemetry", "skip"),
+        ]
+    );
+    let junit = std::fs::read_to_string(good.join("report.xml")).unwrap();
+    let html = std::fs::read_to_string(good.join("report.html")).unwrap();
+    for (id, _) in &statuses {
+        assert!(
+            junit.contains(&format!("name=\"{id}\"")),
+            "{id} not in report.xml"
+        );
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "{id} not in report.html"
+        );
+    }
+
+    // Ubuntu 24.04: the profile row and host-setup's release check fail, nothing else.
+    let failed: Vec<String> = report_statuses(&bad)
+        .into_iter()
+        .filter(|(_, status)| status == "fail")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(failed, ["xe7745.host-os", "host.os-release"]);
+}

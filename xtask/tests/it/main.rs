@@ -438,3 +438,102 @@ fn validate_writes_every_report_and_exits_per_its_checks() {
         .collect();
     assert_eq!(failed, ["xe7745.host-os", "host.os-release"]);
 }
+
+#[test]
+fn host_collect_writes_a_bundle_of_this_machine() {
+    if !cvm_core::skip::require_slow("host_collect_writes_a_bundle_of_this_machine") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("facts");
+    check(
+        &["host", "collect", "--out", path_str(&out)],
+        Expect::Exit(0, Vec::new()),
+    );
+    let bundle = host_setup::facts::Bundle::open(&out).expect("the collected bundle opens");
+    assert_eq!(bundle.meta().schema, 1);
+    assert!(
+        bundle.root_file("/proc/cpuinfo").present().is_some(),
+        "/proc/cpuinfo is always readable"
+    );
+}
+
+/// The bundle path each profile row reads, for the rows a virtual machine without SEV-SNP cannot
+/// match: no Dell XE7745, no EPYC 9555 with 256 threads, no SEV-SNP, no GPU or Mellanox adapter,
+/// no 1.5 TB of memory, not Ubuntu 25.10. (Rows it may match are left out: the kernel and QEMU
+/// rows only warn when newer, a VM may have NVMe storage and the OVMF file.)
+const ROWS_A_VM_CANNOT_MATCH: &[(&str, &str)] = &[
+    ("xe7745.platform", "cmd/dmidecode"),
+    ("xe7745.cpu-model", "cmd/lscpu"),
+    ("xe7745.cpu-topology", "cmd/lscpu"),
+    ("xe7745.cpu-tee", "root/proc/cpuinfo"),
+    ("xe7745.gpus", "cmd/lspci"),
+    ("xe7745.gpu-driver", "cmd/lspci"),
+    ("xe7745.memory", "root/proc/meminfo"),
+    ("xe7745.nic-bluefield3", "cmd/lspci"),
+    ("xe7745.nic-connectx6lx", "cmd/lspci"),
+    ("xe7745.nic-connectx7", "cmd/lspci"),
+    ("xe7745.host-os", "root/etc/os-release"),
+];
+
+#[test]
+fn validate_over_this_machine_fails_every_row_it_cannot_match() {
+    const TEST: &str = "validate_over_this_machine_fails_every_row_it_cannot_match";
+    if !cvm_core::skip::require_slow(TEST) {
+        return;
+    }
+    use host_setup::facts::{Bundle, Fact};
+    let dir = tempfile::tempdir().unwrap();
+    let facts = dir.path().join("facts");
+    let reports = dir.path().join("reports");
+    check(
+        &["host", "collect", "--out", path_str(&facts)],
+        Expect::Exit(0, Vec::new()),
+    );
+    let bundle = Bundle::open(&facts).unwrap();
+    let Fact::Present(cpuinfo) = bundle.root_file("/proc/cpuinfo") else {
+        panic!("/proc/cpuinfo was not collected");
+    };
+    if !host_setup::facts::parse::cpuinfo(&cpuinfo)
+        .flags
+        .contains("hypervisor")
+    {
+        cvm_core::skip::skip(
+            TEST,
+            "this host is not a virtual machine; the expected verdicts are those of a VM",
+        );
+        return;
+    }
+    check(
+        &[
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--facts",
+            path_str(&facts),
+            "--artifacts",
+            path_str(&dir.path().join("no-artifacts")),
+            "--report-dir",
+            path_str(&reports),
+        ],
+        Expect::Exit(1, Vec::new()),
+    );
+    let statuses = report_statuses(&reports);
+    let status_of = |id: &str| {
+        statuses
+            .iter()
+            .find(|(found, _)| found == id)
+            .map(|(_, status)| status.as_str())
+            .unwrap_or_else(|| panic!("{id} is not in report.json"))
+    };
+    for (row, source) in ROWS_A_VM_CANNOT_MATCH {
+        // Collected means the bundle has the file or records that the host does not have it.
+        let expected = match bundle.text(source) {
+            Fact::Present(_) | Fact::Absent => "fail",
+            Fact::NotCollected(_) => "skip",
+        };
+        assert_eq!(status_of(row), expected, "{row} (reads {source})");
+    }
+    // host-setup's checks over the same bundle see the virtual machine too.
+    assert_eq!(status_of("host.bare-metal"), "fail");
+}

@@ -15,12 +15,13 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let model = cvm_core::model::load_for_command(args.model.config.as_deref())?;
     let profile = validation::profile::load(&args.profile)?;
     // Without --facts, this host is collected (read only) into a temporary bundle that lives
-    // until the reports are written.
+    // until the reports are written; it also records whether the profile's firmware exists.
     let (_live_dir, facts) = match &args.facts {
         Some(dir) => (None, Bundle::open(dir)?),
         None => {
             eprintln!("{:>12} this host's facts", "Collecting");
-            let (dir, bundle) = facts::collect_live_temp()?;
+            let (dir, bundle) =
+                facts::collect_live_temp_with_markers(vec![profile.ovmf.path.clone()])?;
             (Some(dir), bundle)
         }
     };

@@ -536,4 +536,37 @@ fn validate_over_this_machine_fails_every_row_it_cannot_match() {
     }
     // host-setup's checks over the same bundle see the virtual machine too.
     assert_eq!(status_of("host.bare-metal"), "fail");
+
+    // Without --facts, validate collects this host itself, with the same verdicts for those rows,
+    // and records the profile's firmware, so the OVMF row has a verdict instead of a skip.
+    let live_reports = dir.path().join("live-reports");
+    check(
+        &[
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--artifacts",
+            path_str(&dir.path().join("no-artifacts")),
+            "--report-dir",
+            path_str(&live_reports),
+        ],
+        Expect::Exit(1, Vec::new()),
+    );
+    let live = report_statuses(&live_reports);
+    let live_status = |id: &str| {
+        live.iter()
+            .find(|(found, _)| found == id)
+            .map(|(_, status)| status.clone())
+            .unwrap_or_else(|| panic!("{id} is not in the live report.json"))
+    };
+    for (row, _) in ROWS_A_VM_CANNOT_MATCH {
+        assert_eq!(live_status(row), status_of(row), "{row}");
+    }
+    let ovmf = "/usr/share/ovmf/OVMF.amdsev.fd";
+    let expected = if Path::new(ovmf).exists() {
+        "pass"
+    } else {
+        "fail"
+    };
+    assert_eq!(live_status("xe7745.ovmf"), expected, "{ovmf}");
 }

@@ -29,15 +29,9 @@ fn preflight_ids() -> Vec<&'static str> {
         .collect()
 }
 
-/// An artifacts directory with one file and a manifest recording it.
-fn artifacts(dir: &Path) -> PathBuf {
-    let artifacts = dir.join("cvm-base");
-    std::fs::create_dir(&artifacts).unwrap();
-    std::fs::write(artifacts.join("uki.efi"), b"MZ").unwrap();
-    let (sha256, size) = cvm_core::hash::sha256_file(&artifacts.join("uki.efi")).unwrap();
-    let manifest = serde_json::json!({"schema": 1, "artifacts": {"uki.efi": {"sha256": sha256, "size": size}}});
-    std::fs::write(artifacts.join("manifest.json"), manifest.to_string()).unwrap();
-    artifacts
+/// The minimal artifacts fixture: one file and a manifest that records it.
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/artifacts")
 }
 
 fn context(facts: Bundle, artifacts: PathBuf, emulate: bool) -> Context {
@@ -80,8 +74,7 @@ const NO_RUN_EMULATED: &str =
 
 #[test]
 fn emulated_run_over_a_passing_bundle() {
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = artifacts(dir.path());
+    let artifacts = artifacts();
     let context = context(bundle(), artifacts.clone(), true);
     let verified = format!(
         "1 artifact(s), 2 bytes, match {}",
@@ -225,7 +218,7 @@ fn endpoint_target_comes_from_flags_or_the_model() {
 #[test]
 fn every_check_of_a_run_is_in_every_report() {
     let dir = tempfile::tempdir().unwrap();
-    let artifacts = artifacts(dir.path());
+    let artifacts = artifacts();
     let context = context(bundle(), artifacts, true);
     let report = run(&context, &mut |_, _| {});
     let info = crate::report::RunInfo {
@@ -262,8 +255,7 @@ fn every_check_of_a_run_is_in_every_report() {
 /// host-setup's reason instead of passing.
 #[test]
 fn preflight_is_host_setups_registry_over_the_same_bundle() {
-    let dir = tempfile::tempdir().unwrap();
-    let context = context(bundle(), artifacts(dir.path()), true);
+    let context = context(bundle(), artifacts(), true);
     let table: String = super::preflight(&context)
         .iter()
         .map(|check| format!("{} {}: {}\n", check.status.as_str(), check.id, check.detail))

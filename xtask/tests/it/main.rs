@@ -306,17 +306,6 @@ fn host_commands_exit_as_documented() {
     }
 }
 
-/// An artifacts directory with one file and a manifest that records it.
-fn artifacts(dir: &Path) -> PathBuf {
-    let artifacts = dir.join("artifacts");
-    std::fs::create_dir(&artifacts).unwrap();
-    std::fs::write(artifacts.join("uki.efi"), b"MZ").unwrap();
-    let (sha256, size) = cvm_core::hash::sha256_file(&artifacts.join("uki.efi")).unwrap();
-    let manifest = serde_json::json!({"schema": 1, "artifacts": {"uki.efi": {"sha256": sha256, "size": size}}});
-    std::fs::write(artifacts.join("manifest.json"), manifest.to_string()).unwrap();
-    artifacts
-}
-
 /// report.json of a validate run: (id, status) in order.
 fn report_statuses(report_dir: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(report_dir.join("report.json")).unwrap();
@@ -334,12 +323,22 @@ fn report_statuses(report_dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The status of check `id` in a report's (id, status) list.
+#[track_caller]
+fn status_in<'a>(statuses: &'a [(String, String)], id: &str) -> &'a str {
+    statuses
+        .iter()
+        .find(|(found, _)| found == id)
+        .map(|(_, status)| status.as_str())
+        .unwrap_or_else(|| panic!("{id} is not in report.json"))
+}
+
 #[test]
 fn validate_writes_every_report_and_exits_per_its_checks() {
     let dir = tempfile::tempdir().unwrap();
     let healthy = root().join("validation/tests/data/xe7745");
     let broken = on_ubuntu_24_04(&healthy, dir.path());
-    let artifacts = artifacts(dir.path());
+    let artifacts = root().join("validation/tests/data/artifacts");
     let reports = |name: &str| dir.path().join(name);
     let validate = |facts: &Path, report_dir: &Path| -> Vec<String> {
         [
@@ -519,13 +518,7 @@ fn validate_over_this_machine_fails_every_row_it_cannot_match() {
         Expect::Exit(1, Vec::new()),
     );
     let statuses = report_statuses(&reports);
-    let status_of = |id: &str| {
-        statuses
-            .iter()
-            .find(|(found, _)| found == id)
-            .map(|(_, status)| status.as_str())
-            .unwrap_or_else(|| panic!("{id} is not in report.json"))
-    };
+    let status_of = |id: &str| status_in(&statuses, id);
     for (row, source) in ROWS_A_VM_CANNOT_MATCH {
         // Collected means the bundle has the file or records that the host does not have it.
         let expected = match bundle.text(source) {
@@ -553,12 +546,7 @@ fn validate_over_this_machine_fails_every_row_it_cannot_match() {
         Expect::Exit(1, Vec::new()),
     );
     let live = report_statuses(&live_reports);
-    let live_status = |id: &str| {
-        live.iter()
-            .find(|(found, _)| found == id)
-            .map(|(_, status)| status.clone())
-            .unwrap_or_else(|| panic!("{id} is not in the live report.json"))
-    };
+    let live_status = |id: &str| status_in(&live, id);
     for (row, _) in ROWS_A_VM_CANNOT_MATCH {
         assert_eq!(live_status(row), status_of(row), "{row}");
     }

@@ -1,9 +1,11 @@
 //! The validation floor: node profiles (e.g. the Dell XE7745), the end-to-end suite composing
 //! host-setup's checks with guest-image's artifacts, and its reports (JUnit, JSON, HTML).
 //!
-//! The flow: [`profile::load`] a node profile, open the node's facts behind the
-//! [`node_facts::NodeFacts`] seam, build a [`stages::Context`], [`stages::run`] it into one
-//! `cvm_core::check::Report`, and [`report::write_all`] the three reports from that one list.
+//! The flow: [`profile::load`] a node profile, open the node's facts bundle with host-setup's
+//! `host_setup::facts::Bundle` (or collect this host into a temporary one), build a
+//! [`stages::Context`], [`stages::run`] it into one `cvm_core::check::Report` (the profile rows,
+//! host-setup's preflight registry and the end-to-end stages), and [`report::write_all`] the
+//! reports from that one list.
 
 pub mod artifacts;
 pub mod endpoint;

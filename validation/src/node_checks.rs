@@ -1,18 +1,19 @@
 //! The node-profile checks: one `<profile>.<row>` check per row of a validated-environment table,
-//! evaluated over [`NodeFacts`]. A fact the bundle lacks is a `skip` naming what is missing; a
-//! fact the bundle says the host does not have is a `fail`. Nothing is guessed.
+//! evaluated over [`NodeFacts`] (host-setup's facts bundle). A fact the bundle lacks is a `skip`
+//! naming what is missing; a fact the bundle says the host does not have is a `fail`. Nothing is
+//! guessed.
 
 use std::cmp::Ordering;
 
 use cvm_core::check::{CheckResult, Status};
 
 use crate::{
-    node_facts::{Fact, NodeFacts, PciDevice},
+    node_facts::{Fact, LspciDevice, NodeFacts},
     profile::{compare_versions, Profile, VersionRule},
 };
 
 /// Evaluates every row of `profile` over `facts`, in the profile's order.
-pub fn evaluate(profile: &Profile, facts: &dyn NodeFacts) -> Vec<CheckResult> {
+pub fn evaluate(profile: &Profile, facts: &NodeFacts) -> Vec<CheckResult> {
     let name = &profile.name;
     let pci = facts.pci_devices();
     let mut results = vec![
@@ -144,7 +145,7 @@ impl Row {
     }
 }
 
-fn platform(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn platform(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want = &profile.platform;
     let row = Row::new(
         &profile.name,
@@ -170,7 +171,7 @@ fn platform(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn boot_mode(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn boot_mode(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want_uefi = profile.platform.uefi;
     let mode = |uefi: bool| if uefi { "UEFI" } else { "legacy BIOS" };
     let row = Row::new(
@@ -190,7 +191,7 @@ fn boot_mode(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn cpu_model(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn cpu_model(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want = &profile.cpu;
     let row = Row::new(
         &profile.name,
@@ -207,7 +208,7 @@ fn cpu_model(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn cpu_topology(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn cpu_topology(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want = &profile.cpu;
     let row = Row::new(
         &profile.name,
@@ -245,7 +246,7 @@ fn cpu_topology(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn cpu_tee(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn cpu_tee(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let tee = &profile.tee;
     let row = Row::new(
         &profile.name,
@@ -259,7 +260,7 @@ fn cpu_tee(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     let has_flag = flags.contains(&tee.cpuinfo_flag);
     let parameter = facts.kvm_amd_parameter(&tee.kvm_parameter);
     let kvm_enabled = match &parameter {
-        Fact::Present(value) => value == "Y" || value == "1",
+        Fact::Present(value) => host_setup::facts::parse::param_enabled(value) == Some(true),
         Fact::Absent => false,
         Fact::NotCollected(reason) => return row.skip(reason.clone()),
     };
@@ -291,14 +292,14 @@ fn cpu_tee(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn gpus_of<'a>(devices: &'a [PciDevice], pci_id: &str) -> Vec<&'a PciDevice> {
+fn gpus_of<'a>(devices: &'a [LspciDevice], pci_id: &str) -> Vec<&'a LspciDevice> {
     devices
         .iter()
-        .filter(|device| device.id == pci_id)
+        .filter(|device| device.pci_id() == pci_id)
         .collect()
 }
 
-fn gpus(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
+fn gpus(profile: &Profile, pci: &Fact<Vec<LspciDevice>>) -> CheckResult {
     let want = &profile.gpu;
     let row = Row::new(
         &profile.name,
@@ -316,7 +317,7 @@ fn gpus(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
         "{} GPU(s) with PCI id {}{}; the {} GB per GPU is not visible to the host while the GPUs are bound to {}",
         found.len(),
         want.pci_id,
-        list(found.iter().map(|device| device.address.as_str())),
+        list(found.iter().map(|device| device.bdf.as_str())),
         want.memory_gb,
         want.driver
     );
@@ -330,7 +331,7 @@ fn gpus(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
     }
 }
 
-fn gpu_driver(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
+fn gpu_driver(profile: &Profile, pci: &Fact<Vec<LspciDevice>>) -> CheckResult {
     let want = &profile.gpu;
     let row = Row::new(
         &profile.name,
@@ -353,7 +354,7 @@ fn gpu_driver(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
         .map(|device| {
             format!(
                 "{} on {}",
-                device.address,
+                device.bdf,
                 device.driver.as_deref().unwrap_or("no driver")
             )
         })
@@ -371,7 +372,7 @@ fn gpu_driver(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
     }
 }
 
-fn memory(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn memory(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want = &profile.memory;
     let row = Row::new(
         &profile.name,
@@ -402,7 +403,7 @@ fn memory(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     }
 }
 
-fn storage(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
+fn storage(profile: &Profile, pci: &Fact<Vec<LspciDevice>>) -> CheckResult {
     let min = profile.storage.nvme_controllers_min;
     let row = Row::new(
         &profile.name,
@@ -415,7 +416,7 @@ fn storage(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
     let nvme: Vec<&str> = devices
         .iter()
         .filter(|device| device.class == "0108")
-        .map(|device| device.address.as_str())
+        .map(|device| device.bdf.as_str())
         .collect();
     let detail = format!(
         "{} NVMe controller(s){}",
@@ -432,7 +433,7 @@ fn storage(profile: &Profile, pci: &Fact<Vec<PciDevice>>) -> CheckResult {
     }
 }
 
-fn host_os(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
+fn host_os(profile: &Profile, facts: &NodeFacts) -> CheckResult {
     let want = &profile.host_os;
     let row = Row::new(
         &profile.name,
@@ -441,8 +442,7 @@ fn host_os(profile: &Profile, facts: &dyn NodeFacts) -> CheckResult {
     );
     match facts.os_release() {
         Fact::Present(release) => {
-            let id = release.get("ID").map_or("", String::as_str);
-            let version = release.get("VERSION_ID").map_or("", String::as_str);
+            let (id, version) = (release.id.as_str(), release.version_id.as_str());
             let detail = format!("os-release: ID={id} VERSION_ID={version}");
             if id == want.id && version == want.version_id {
                 row.pass(detail)
@@ -498,9 +498,9 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// The distinct slots holding functions with PCI id `pci_id`, in order.
-fn slots_with_id(devices: &[PciDevice], pci_id: &str) -> Vec<String> {
+fn slots_with_id(devices: &[LspciDevice], pci_id: &str) -> Vec<String> {
     let mut slots: Vec<String> = Vec::new();
-    for device in devices.iter().filter(|device| device.id == pci_id) {
+    for device in devices.iter().filter(|device| device.pci_id() == pci_id) {
         if !slots.iter().any(|slot| slot == device.slot()) {
             slots.push(device.slot().to_owned());
         }

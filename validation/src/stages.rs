@@ -4,9 +4,10 @@
 //!
 //! Stages whose module has not landed in this build report `skip` with the exact reason, never
 //! `pass`. Plugging a module in means replacing the body of one stage function: guest boot and
-//! launch in [`launch`], the preflight registry in [`preflight`], the measurement recomputation in
-//! [`artifacts`], the attestation client in [`key_release`], launch rendering in [`egress`].
-//! Validation never changes the host.
+//! launch in [`launch`], the measurement recomputation in [`artifacts`], the attestation client in
+//! [`key_release`], launch rendering in [`egress`]. The facts stage reads one host-setup facts
+//! bundle for both the profile rows ([`facts`]) and host-setup's full preflight registry
+//! ([`preflight`]). Validation never changes the host.
 
 use std::path::PathBuf;
 
@@ -20,7 +21,7 @@ use crate::{
     endpoint::{self, Endpoint},
     guest::{self, Expected, GuestRun},
     node_checks,
-    node_facts::NodeFacts,
+    node_facts::{Bundle, NodeFacts},
     profile::Profile,
 };
 
@@ -44,8 +45,8 @@ pub struct Context {
     pub model: LoadedModel,
     /// The node profile.
     pub profile: Profile,
-    /// The node's facts (a bundle, or nothing collected).
-    pub facts: Box<dyn NodeFacts>,
+    /// The node's facts bundle (given with `--facts`, or collected live into a temporary directory).
+    pub facts: Bundle,
     /// The built artifacts directory.
     pub artifacts: PathBuf,
     /// Boot non-confidentially under QEMU instead of launching the CVM.
@@ -122,19 +123,28 @@ fn check(
 
 /// Stage 1a: one `<profile>.<row>` check per row of the node profile.
 pub fn facts(context: &Context) -> Vec<CheckResult> {
-    node_checks::evaluate(&context.profile, context.facts.as_ref())
+    node_checks::evaluate(&context.profile, &NodeFacts::new(&context.facts))
 }
 
-/// Stage 1b: host-setup's preflight checks over the same facts. Seam: host-setup's check registry
-/// has not landed in this build.
-pub fn preflight(_context: &Context) -> Vec<CheckResult> {
-    vec![check(
-        "host.preflight",
-        "host preflight checks (cargo xtask host check)",
-        Status::Skip,
-        "preflight checks not available: host-setup's check registry is not implemented in this build",
-        "",
-    )]
+/// Stage 1b: every check of host-setup's preflight registry (`cargo xtask host check`) over the
+/// same bundle, for the model's TEE: checks for the other TEE skip with host-setup's reason.
+pub fn preflight(context: &Context) -> Vec<CheckResult> {
+    let options = host_setup::checks::Options {
+        tee: Some(context.model.model.deployment.tee),
+        ..Default::default()
+    };
+    match host_setup::checks::evaluate(&context.facts, &options) {
+        Ok(report) => report.checks,
+        // Only an unknown --only/--skip pattern makes evaluation fail, and none is passed here;
+        // should that change, the run still reports it instead of losing the stage.
+        Err(err) => vec![check(
+            "host.preflight",
+            "host preflight checks (cargo xtask host check)",
+            Status::Fail,
+            format!("{err:#}"),
+            "report this as a bug in cvm-stack's validation",
+        )],
+    }
 }
 
 /// Stage 2: `e2e.artifacts` (manifest digests re-verified) and `e2e.artifacts-measurement` (the

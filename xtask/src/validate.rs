@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use host_setup::facts::{self, Bundle};
 use validation::{
-    node_facts::{DirFacts, NoFacts, NodeFacts},
     report::{Input, RunInfo},
     stages::{self, Context},
 };
@@ -14,11 +14,16 @@ use crate::{default_artifacts, flags::ValidateArgs};
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let model = cvm_core::model::load_for_command(args.model.config.as_deref())?;
     let profile = validation::profile::load(&args.profile)?;
-    let facts: Box<dyn NodeFacts> = match &args.facts {
-        Some(dir) => Box::new(DirFacts::open(dir)?),
-        None => Box::new(NoFacts(
-            "this host's facts were not collected: collecting is not implemented in this build; pass --facts DIR".to_owned(),
-        )),
+    // Without --facts, this host is collected (read only) into a temporary bundle that lives
+    // until the reports are written; it also records whether the profile's firmware exists.
+    let (_live_dir, facts) = match &args.facts {
+        Some(dir) => (None, Bundle::open(dir)?),
+        None => {
+            eprintln!("{:>12} this host's facts", "Collecting");
+            let (dir, bundle) =
+                facts::collect_live_temp_with_markers(vec![profile.ovmf.path.clone()])?;
+            (Some(dir), bundle)
+        }
     };
     let endpoint = stages::endpoint_target(
         &model,
@@ -37,7 +42,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             input(
                 "facts",
                 args.facts.as_ref().map_or_else(
-                    || "not collected".to_owned(),
+                    || "collected live from this host".to_owned(),
                     |dir| dir.display().to_string(),
                 ),
             ),

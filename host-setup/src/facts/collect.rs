@@ -72,6 +72,10 @@ pub struct CollectOptions {
     pub host_root: PathBuf,
     /// Read the BMC's BIOS attributes too.
     pub redfish: Option<Redfish>,
+    /// More host paths whose existence is recorded, as empty markers like `/dev/sev` (listed in
+    /// `absent` when the host has none): validation adds the guest firmware its node profile
+    /// names. Absolute paths without `..`.
+    pub markers: Vec<String>,
 }
 
 impl CollectOptions {
@@ -81,6 +85,7 @@ impl CollectOptions {
             out: out.into(),
             host_root: PathBuf::from("/"),
             redfish: None,
+            markers: Vec::new(),
         }
     }
 }
@@ -103,6 +108,18 @@ pub fn collect(options: &CollectOptions) -> Result<Meta> {
         )?),
         None => None,
     };
+    for marker in &options.markers {
+        let path = std::path::Path::new(marker);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|part| matches!(part, std::path::Component::ParentDir))
+        {
+            return Err(cvm_core::error::bad_input(format!(
+                "marker path {marker:?} is not an absolute path without `..`; give the host path to record"
+            )));
+        }
+    }
     if options.out.exists()
         && fs::read_dir(&options.out)
             .with_context(|| format!("reading {}", options.out.display()))?
@@ -132,6 +149,9 @@ pub fn collect(options: &CollectOptions) -> Result<Meta> {
         collector.file(path)?;
     }
     for path in MARKERS {
+        collector.marker(path)?;
+    }
+    for path in &options.markers {
         collector.marker(path)?;
     }
     collector.pci_devices()?;

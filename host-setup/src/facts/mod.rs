@@ -305,11 +305,19 @@ impl Bundle {
 /// Collects this host into a fresh temporary directory and opens it (live `host check`); the
 /// directory is removed when the returned guard is dropped.
 pub fn collect_live_temp() -> Result<(tempfile::TempDir, Bundle)> {
+    collect_live_temp_with_markers(Vec::new())
+}
+
+/// [`collect_live_temp`], also recording whether each of `markers` (absolute host paths) exists.
+pub fn collect_live_temp_with_markers(markers: Vec<String>) -> Result<(tempfile::TempDir, Bundle)> {
     let dir = tempfile::Builder::new()
         .prefix("cvm-facts-")
         .tempdir()
         .map_err(|err| anyhow::anyhow!("creating a temporary directory for the facts: {err}"))?;
-    collect(&CollectOptions::live(dir.path()))?;
+    collect(&CollectOptions {
+        markers,
+        ..CollectOptions::live(dir.path())
+    })?;
     let bundle = Bundle::open(dir.path())?;
     Ok((dir, bundle))
 }

@@ -263,6 +263,20 @@ pub struct LspciDevice {
     pub modules: Vec<String>,
 }
 
+impl LspciDevice {
+    /// `vendor:device` in lower-case hex (e.g. `10de:2bb5`).
+    pub fn pci_id(&self) -> String {
+        format!("{}:{}", self.vendor, self.device)
+    }
+
+    /// The physical slot (`DDDD:BB:DD`): every function of one adapter shares it.
+    pub fn slot(&self) -> &str {
+        self.bdf
+            .rsplit_once('.')
+            .map_or(&self.bdf, |(slot, _)| slot)
+    }
+}
+
 /// Parses `lspci -nnk -D`.
 pub fn lspci(text: &str) -> Vec<LspciDevice> {
     let mut devices: Vec<LspciDevice> = Vec::new();

@@ -43,10 +43,20 @@ fn collect_from_a_fake_root_records_absence() {
     let out = tempfile::tempdir().expect("tempdir");
     fs::create_dir_all(root.path().join("proc")).expect("mkdir");
     fs::write(root.path().join("proc/cmdline"), "ro quiet\n").expect("write");
+    fs::create_dir_all(root.path().join("usr/share/ovmf")).expect("mkdir");
+    fs::write(
+        root.path().join("usr/share/ovmf/OVMF.amdsev.fd"),
+        "firmware",
+    )
+    .expect("write");
     let meta = collect(&CollectOptions {
         out: out.path().join("facts"),
         host_root: root.path().to_owned(),
         redfish: None,
+        markers: vec![
+            "/usr/share/ovmf/OVMF.amdsev.fd".to_owned(),
+            "/usr/share/OVMF/OVMF.inteltdx.fd".to_owned(),
+        ],
     })
     .expect("collect");
     assert!(meta.absent.contains(&"root/dev/sev".to_owned()));
@@ -60,4 +70,27 @@ fn collect_from_a_fake_root_records_absence() {
     );
     assert_eq!(bundle.root_exists("/dev/sev"), Fact::Absent);
     assert_eq!(bundle.root_dir("/sys/kernel/iommu_groups"), Fact::Absent);
+    // Extra markers record existence, not content.
+    assert_eq!(
+        bundle.root_file("/usr/share/ovmf/OVMF.amdsev.fd"),
+        Fact::Present(String::new())
+    );
+    assert_eq!(
+        bundle.root_exists("/usr/share/OVMF/OVMF.inteltdx.fd"),
+        Fact::Absent
+    );
+}
+
+#[test]
+fn a_marker_outside_the_host_root_is_bad_input() {
+    let out = tempfile::tempdir().expect("tempdir");
+    for marker in ["relative/path", "/usr/../../escape"] {
+        let err = collect(&CollectOptions {
+            markers: vec![marker.to_owned()],
+            ..CollectOptions::live(out.path().join("facts"))
+        })
+        .expect_err(marker);
+        assert!(cvm_core::error::is_bad_input(&err), "{marker}: {err:#}");
+    }
+    assert!(!out.path().join("facts").exists(), "nothing is written");
 }

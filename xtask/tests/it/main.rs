@@ -145,3 +145,416 @@ fn every_subcommand_help_documents_every_flag() {
         assert!(help.contains(&usage), "{usage} missing from:\n{help}");
     }
 }
+
+/// What one `cargo xtask` run must show.
+enum Expect<'a> {
+    /// This exit code, with every one of these strings on stdout.
+    Exit(i32, Vec<String>),
+    /// Exit 2, nothing on stdout, and exactly one `error: ` line on stderr naming this text.
+    BadInput(&'a str),
+}
+
+/// Runs `cargo xtask args` and asserts `expect`; returns the output for further checks.
+#[track_caller]
+fn check(args: &[&str], expect: Expect) -> Output {
+    match expect {
+        Expect::Exit(code, stdout_has) => {
+            let output = xtask(args, code);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            for text in stdout_has {
+                assert!(
+                    stdout.contains(&text),
+                    "cargo xtask {}: {text:?} is not on stdout:\n{stdout}",
+                    args.join(" ")
+                );
+            }
+            output
+        }
+        Expect::BadInput(names) => {
+            let output = xtask(args, 2);
+            let text = stderr(&output);
+            assert_eq!(text.lines().count(), 1, "not one line: {text}");
+            assert!(
+                text.starts_with("error: ") && text.contains(names),
+                "{names:?} not named: {text}"
+            );
+            assert!(output.stdout.is_empty(), "stdout of bad input is empty");
+            output
+        }
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// Copies a facts bundle, keeping its sysfs symlinks as links.
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), target).unwrap();
+        } else if kind.is_dir() {
+            copy_bundle(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of `bundle` whose host runs Ubuntu 24.04 instead of 25.10.
+fn on_ubuntu_24_04(bundle: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join(bundle.file_name().unwrap());
+    copy_bundle(bundle, &copy);
+    let os_release = copy.join("root/etc/os-release");
+    let text = std::fs::read_to_string(&os_release).unwrap();
+    assert!(text.contains("VERSION_ID=\"25.10\""));
+    std::fs::write(
+        &os_release,
+        text.replace("VERSION_ID=\"25.10\"", "VERSION_ID=\"24.04\""),
+    )
+    .unwrap();
+    copy
+}
+
+/// The host check ids DESIGN.md §7 names as stable. `firmware.tee-support` is not among them: it
+/// needs the model's firmware, so validation adds it (DESIGN.md §6) and `host check` cannot.
+const DESIGN_HOST_IDS: &[&str] = &[
+    "host.os-release",
+    "host.kernel-version",
+    "cpu.vendor",
+    "snp.cpu-support",
+    "snp.bios-enabled",
+    "snp.asids",
+    "snp.kvm-enabled",
+    "snp.firmware-version",
+    "snp.iommu-mode",
+    "tdx.cpu-support",
+    "tdx.module-initialized",
+    "tdx.kvm-enabled",
+    "tdx.cmdline",
+    "tdx.memlock",
+    "iommu.enabled",
+    "gpu.present",
+    "gpu.host-driver-absent",
+    "gpu.vfio-bound",
+    "gpu.iommu-isolated",
+    "gpu.cc-mode",
+    "qemu.version",
+    "qemu.tee-support",
+    "bios.",
+];
+
+#[test]
+fn host_commands_exit_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = root().join("host-setup/tests/data/facts/snp-xe7745");
+    let broken = on_ubuntu_24_04(&healthy, dir.path());
+    let releases = root().join("host-setup/tests/data/provision/os-release");
+    let (ubuntu, debian) = (releases.join("ubuntu-25.10"), releases.join("debian-12"));
+    let every_design_id: Vec<String> = DESIGN_HOST_IDS
+        .iter()
+        .map(|id| format!("\"id\": \"{id}"))
+        .collect();
+    let cases: Vec<(Vec<&str>, Expect)> = vec![
+        (
+            vec!["host", "check", "--facts", path_str(&healthy), "--json"],
+            Expect::Exit(0, every_design_id),
+        ),
+        (
+            vec!["host", "check", "--facts", path_str(&broken), "--json"],
+            Expect::Exit(
+                1,
+                vec!["ubuntu 24.04 has no stock SEV-SNP host support".to_owned()],
+            ),
+        ),
+        (
+            vec!["host", "check", "--facts", "no/such/bundle"],
+            Expect::BadInput("no/such/bundle/facts.json"),
+        ),
+        (
+            vec![
+                "host",
+                "plan",
+                "--os-release",
+                path_str(&ubuntu),
+                "--tee",
+                "snp",
+            ],
+            Expect::Exit(
+                0,
+                vec!["Provisioning plan: Ubuntu 25.10 (questing), AMD SEV-SNP".to_owned()],
+            ),
+        ),
+        (
+            vec![
+                "host",
+                "plan",
+                "--os-release",
+                path_str(&debian),
+                "--tee",
+                "snp",
+            ],
+            Expect::BadInput(path_str(&debian)),
+        ),
+    ];
+    for (args, expect) in cases {
+        check(&args, expect);
+    }
+}
+
+/// report.json of a validate run: (id, status) in order.
+fn report_statuses(report_dir: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(report_dir.join("report.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| {
+            (
+                check["id"].as_str().unwrap().to_owned(),
+                check["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The status of check `id` in a report's (id, status) list.
+#[track_caller]
+fn status_in<'a>(statuses: &'a [(String, String)], id: &str) -> &'a str {
+    statuses
+        .iter()
+        .find(|(found, _)| found == id)
+        .map(|(_, status)| status.as_str())
+        .unwrap_or_else(|| panic!("{id} is not in report.json"))
+}
+
+#[test]
+fn validate_writes_every_report_and_exits_per_its_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = root().join("validation/tests/data/xe7745");
+    let broken = on_ubuntu_24_04(&healthy, dir.path());
+    let artifacts = root().join("validation/tests/data/artifacts");
+    let reports = |name: &str| dir.path().join(name);
+    let validate = |facts: &Path, report_dir: &Path| -> Vec<String> {
+        [
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--facts",
+            path_str(facts),
+            "--artifacts",
+            path_str(&artifacts),
+            "--report-dir",
+            path_str(report_dir),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let (good, bad) = (reports("healthy"), reports("ubuntu-24.04"));
+    let good_args = validate(&healthy, &good);
+    let bad_args = validate(&broken, &bad);
+    let missing_args = validate(Path::new("no/such/bundle"), &reports("missing"));
+    let cases: Vec<(&Vec<String>, Expect)> = vec![
+        (
+            &good_args,
+            Expect::Exit(0, vec!["pass  xe7745.platform".to_owned()]),
+        ),
+        (
+            &bad_args,
+            Expect::Exit(1, vec!["fail  xe7745.host-os".to_owned()]),
+        ),
+        (&missing_args, Expect::BadInput("no/such/bundle/facts.json")),
+    ];
+    for (args, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&args, expect);
+    }
+
+    // The healthy bundle: every profile row passes, then host-setup's whole preflight registry for
+    // SEV-SNP (the model's TEE) with no failure, then the e2e stages: the artifacts verify and every
+    // stage that has not landed skips.
+    let statuses = report_statuses(&good);
+    let registry: Vec<&str> = host_setup::checks::registry()
+        .iter()
+        .map(|check| check.id)
+        .collect();
+    let (rows, rest) = statuses.split_at(16);
+    assert!(
+        rows.iter()
+            .all(|(id, status)| id.starts_with("xe7745.") && status == "pass"),
+        "{rows:?}"
+    );
+    let (preflight, e2e) = rest.split_at(registry.len());
+    let preflight_ids: Vec<&str> = preflight.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(preflight_ids, registry);
+    assert!(
+        preflight.iter().all(|(_, status)| status != "fail"),
+        "{preflight:?}"
+    );
+    let e2e: Vec<(&str, &str)> = e2e
+        .iter()
+        .map(|(id, status)| (id.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(
+        e2e,
+        [
+            ("e2e.artifacts", "pass"),
+            ("e2e.artifacts-measurement", "skip"),
+            ("e2e.launch", "skip"),
+            ("e2e.guest-ready", "skip"),
+            ("e2e.guest-tee", "skip"),
+            ("e2e.gpu-cc-ready", "skip"),
+            ("e2e.measurement-match", "skip"),
+            ("e2e.key-release", "skip"),
+            ("e2e.endpoint-https", "skip"),
+            ("e2e.egress", "skip"),
+            ("e2e.telemetry", "skip"),
+        ]
+    );
+    let junit = std::fs::read_to_string(good.join("report.xml")).unwrap();
+    let html = std::fs::read_to_string(good.join("report.html")).unwrap();
+    for (id, _) in &statuses {
+        assert!(
+            junit.contains(&format!("name=\"{id}\"")),
+            "{id} not in report.xml"
+        );
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "{id} not in report.html"
+        );
+    }
+
+    // Ubuntu 24.04: the profile row and host-setup's release check fail, nothing else.
+    let failed: Vec<String> = report_statuses(&bad)
+        .into_iter()
+        .filter(|(_, status)| status == "fail")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(failed, ["xe7745.host-os", "host.os-release"]);
+}
+
+#[test]
+fn host_collect_writes_a_bundle_of_this_machine() {
+    if !cvm_core::skip::require_slow("host_collect_writes_a_bundle_of_this_machine") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("facts");
+    check(
+        &["host", "collect", "--out", path_str(&out)],
+        Expect::Exit(0, Vec::new()),
+    );
+    let bundle = host_setup::facts::Bundle::open(&out).expect("the collected bundle opens");
+    assert_eq!(bundle.meta().schema, 1);
+    assert!(
+        bundle.root_file("/proc/cpuinfo").present().is_some(),
+        "/proc/cpuinfo is always readable"
+    );
+}
+
+/// The bundle path each profile row reads, for the rows a virtual machine without SEV-SNP cannot
+/// match: no Dell XE7745, no EPYC 9555 with 256 threads, no SEV-SNP, no GPU or Mellanox adapter,
+/// no 1.5 TB of memory, not Ubuntu 25.10. (Rows it may match are left out: the kernel and QEMU
+/// rows only warn when newer, a VM may have NVMe storage and the OVMF file.)
+const ROWS_A_VM_CANNOT_MATCH: &[(&str, &str)] = &[
+    ("xe7745.platform", "cmd/dmidecode"),
+    ("xe7745.cpu-model", "cmd/lscpu"),
+    ("xe7745.cpu-topology", "cmd/lscpu"),
+    ("xe7745.cpu-tee", "root/proc/cpuinfo"),
+    ("xe7745.gpus", "cmd/lspci"),
+    ("xe7745.gpu-driver", "cmd/lspci"),
+    ("xe7745.memory", "root/proc/meminfo"),
+    ("xe7745.nic-bluefield3", "cmd/lspci"),
+    ("xe7745.nic-connectx6lx", "cmd/lspci"),
+    ("xe7745.nic-connectx7", "cmd/lspci"),
+    ("xe7745.host-os", "root/etc/os-release"),
+];
+
+#[test]
+fn validate_over_this_machine_fails_every_row_it_cannot_match() {
+    const TEST: &str = "validate_over_this_machine_fails_every_row_it_cannot_match";
+    if !cvm_core::skip::require_slow(TEST) {
+        return;
+    }
+    use host_setup::facts::{Bundle, Fact};
+    let dir = tempfile::tempdir().unwrap();
+    let facts = dir.path().join("facts");
+    let reports = dir.path().join("reports");
+    check(
+        &["host", "collect", "--out", path_str(&facts)],
+        Expect::Exit(0, Vec::new()),
+    );
+    let bundle = Bundle::open(&facts).unwrap();
+    let Fact::Present(cpuinfo) = bundle.root_file("/proc/cpuinfo") else {
+        panic!("/proc/cpuinfo was not collected");
+    };
+    if !host_setup::facts::parse::cpuinfo(&cpuinfo)
+        .flags
+        .contains("hypervisor")
+    {
+        cvm_core::skip::skip(
+            TEST,
+            "this host is not a virtual machine; the expected verdicts are those of a VM",
+        );
+        return;
+    }
+    check(
+        &[
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--facts",
+            path_str(&facts),
+            "--artifacts",
+            path_str(&dir.path().join("no-artifacts")),
+            "--report-dir",
+            path_str(&reports),
+        ],
+        Expect::Exit(1, Vec::new()),
+    );
+    let statuses = report_statuses(&reports);
+    let status_of = |id: &str| status_in(&statuses, id);
+    for (row, source) in ROWS_A_VM_CANNOT_MATCH {
+        // Collected means the bundle has the file or records that the host does not have it.
+        let expected = match bundle.text(source) {
+            Fact::Present(_) | Fact::Absent => "fail",
+            Fact::NotCollected(_) => "skip",
+        };
+        assert_eq!(status_of(row), expected, "{row} (reads {source})");
+    }
+    // host-setup's checks over the same bundle see the virtual machine too.
+    assert_eq!(status_of("host.bare-metal"), "fail");
+
+    // Without --facts, validate collects this host itself, with the same verdicts for those rows,
+    // and records the profile's firmware, so the OVMF row has a verdict instead of a skip.
+    let live_reports = dir.path().join("live-reports");
+    check(
+        &[
+            "validate",
+            "-c",
+            "examples/xe7745-snp.toml",
+            "--artifacts",
+            path_str(&dir.path().join("no-artifacts")),
+            "--report-dir",
+            path_str(&live_reports),
+        ],
+        Expect::Exit(1, Vec::new()),
+    );
+    let live = report_statuses(&live_reports);
+    let live_status = |id: &str| status_in(&live, id);
+    for (row, _) in ROWS_A_VM_CANNOT_MATCH {
+        assert_eq!(live_status(row), status_of(row), "{row}");
+    }
+    let ovmf = "/usr/share/ovmf/OVMF.amdsev.fd";
+    let expected = if Path::new(ovmf).exists() {
+        "pass"
+    } else {
+        "fail"
+    };
+    assert_eq!(live_status("xe7745.ovmf"), expected, "{ovmf}");
+}

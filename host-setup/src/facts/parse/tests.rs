@@ -143,6 +143,10 @@ fn lspci_gpu_entry() {
         .find(|d| d.bdf == "0000:01:00.0")
         .expect("the first GPU");
     assert_eq!(devices.len(), 16);
+    assert_eq!(
+        (gpu.pci_id().as_str(), gpu.slot()),
+        ("10de:2bb5", "0000:01:00")
+    );
     check(
         gpu,
         expect![[r#"

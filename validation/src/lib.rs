@@ -6,6 +6,7 @@
 //! `cvm_core::check::Report`, and [`report::write_all`] the three reports from that one list.
 
 pub mod artifacts;
+pub mod attest;
 pub mod endpoint;
 pub mod guest;
 pub mod node_checks;

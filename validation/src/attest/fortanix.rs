@@ -120,8 +120,9 @@ impl Fortanix {
         let secrets = [login, &basic];
         match response.status {
             200 => {
-                let auth: CcmAuthResponse = serde_json::from_str(&response.body)
-                    .map_err(|_| anyhow!("logging in to CCM (POST {url}): the answer has no access_token"))?;
+                let auth: CcmAuthResponse = serde_json::from_str(&response.body).map_err(|_| {
+                    anyhow!("logging in to CCM (POST {url}): the answer has no access_token")
+                })?;
                 Ok(Secret::new(format!("Bearer {}", auth.access_token)))
             }
             401 | 403 => bail!(
@@ -302,7 +303,10 @@ impl AttestationProvider for Fortanix {
         if dry_run {
             return Ok(registration);
         }
-        let login = self.secret(&self.ccm_credentials_env, "your CCM login as EMAIL:PASSWORD")?;
+        let login = self.secret(
+            &self.ccm_credentials_env,
+            "your CCM login as EMAIL:PASSWORD",
+        )?;
         let client = self.client()?;
         let relogin = || self.ccm_login(&client, &login);
         let mut session = relogin()?;
@@ -329,7 +333,11 @@ impl AttestationProvider for Fortanix {
             );
         }
         let build: Build = serde_json::from_str(&response.body).map_err(|err| {
-            anyhow!("{} {}: the answer is not a CCM image ({err})", request.method, request.url)
+            anyhow!(
+                "{} {}: the answer is not a CCM image ({err})",
+                request.method,
+                request.url
+            )
         })?;
         registration.sent = true;
         registration.build_id = build.build_id;
@@ -345,7 +353,10 @@ impl AttestationProvider for Fortanix {
                 self.source
             ))
         })?;
-        let api_key = self.secret(&self.api_key_env, "the DSM API key of the app that checks the key")?;
+        let api_key = self.secret(
+            &self.api_key_env,
+            "the DSM API key of the app that checks the key",
+        )?;
         let client = self.client()?;
         let relogin = || self.dsm_login(&client, &api_key);
         let mut session = relogin()?;
@@ -377,8 +388,9 @@ impl AttestationProvider for Fortanix {
                 error_text(&response.body, &[&api_key, &session])
             ),
         }
-        let sobject: Sobject = serde_json::from_str(&response.body)
-            .map_err(|err| anyhow!("POST {info_url}: the answer is not a DSM security object ({err})"))?;
+        let sobject: Sobject = serde_json::from_str(&response.body).map_err(|err| {
+            anyhow!("POST {info_url}: the answer is not a DSM security object ({err})")
+        })?;
         let exportable = sobject.key_ops.iter().any(|op| op == "EXPORT");
         let mut status = KeyReleaseStatus {
             key_name: key_name.to_owned(),

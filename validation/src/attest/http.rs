@@ -150,7 +150,11 @@ pub fn error_text(body: &str, secrets: &[&Secret]) -> String {
         .and_then(|json| {
             ["message", "error", "error_description"]
                 .iter()
-                .find_map(|field| json.get(field).and_then(|value| value.as_str()).map(str::to_owned))
+                .find_map(|field| {
+                    json.get(field)
+                        .and_then(|value| value.as_str())
+                        .map(str::to_owned)
+                })
         })
         .unwrap_or_else(|| body.to_owned());
     let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -174,13 +178,14 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let group = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |group, (index, byte)| group | u32::from(*byte) << (16 - 8 * index));
+        let group = chunk.iter().enumerate().fold(0u32, |group, (index, byte)| {
+            group | u32::from(*byte) << (16 - 8 * index)
+        });
         for index in 0..4 {
             if index <= chunk.len() {
-                out.push(char::from(ALPHABET[(group >> (18 - 6 * index) & 0x3f) as usize]));
+                out.push(char::from(
+                    ALPHABET[(group >> (18 - 6 * index) & 0x3f) as usize],
+                ));
             } else {
                 out.push('=');
             }

@@ -70,7 +70,10 @@ pub fn register(
         writeln!(
             out,
             "Registered image {} with status {}.",
-            registration.build_id.as_deref().unwrap_or("(no id returned)"),
+            registration
+                .build_id
+                .as_deref()
+                .unwrap_or("(no id returned)"),
             registration.status.as_deref().unwrap_or("(none returned)")
         )?;
         if let Some(task) = &registration.pending_task_id {
@@ -84,18 +87,36 @@ pub fn register(
 }
 
 /// `attest check`: returns true when the key's release is restricted to attested workloads.
-pub fn check(options: &CheckOptions<'_>, env: Env, out: &mut dyn Write, err: &mut dyn Write) -> Result<bool> {
+pub fn check(
+    options: &CheckOptions<'_>,
+    env: Env,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<bool> {
     let model = options.model;
     let provider = provider(&model.model, &model.source_name(), &options.settings, env)?;
-    writeln!(err, "{:>12} model key release with {}", "Checking", provider.name())?;
+    writeln!(
+        err,
+        "{:>12} model key release with {}",
+        "Checking",
+        provider.name()
+    )?;
     let status = provider.check_key_release()?;
     if options.json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;
     } else {
         writeln!(out, "key:        {}", status.key_name)?;
-        writeln!(out, "id:         {}", status.key_id.as_deref().unwrap_or("-"))?;
-        writeln!(out, "type:       {}", status.key_type.as_deref().unwrap_or("-"))?;
+        writeln!(
+            out,
+            "id:         {}",
+            status.key_id.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            out,
+            "type:       {}",
+            status.key_type.as_deref().unwrap_or("-")
+        )?;
         writeln!(out, "operations: {}", status.key_ops.join(", "))?;
         let probe = match status.export_probe {
             ExportProbe::NotTried => "not tried (no EXPORT operation)",
@@ -106,7 +127,11 @@ pub fn check(options: &CheckOptions<'_>, env: Env, out: &mut dyn Write, err: &mu
         writeln!(
             out,
             "{}: {}",
-            if status.restricted { "restricted" } else { "NOT restricted" },
+            if status.restricted {
+                "restricted"
+            } else {
+                "NOT restricted"
+            },
             status.detail
         )?;
     }

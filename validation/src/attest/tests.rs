@@ -57,7 +57,12 @@ impl log::Log for CaptureLogger {
     }
     fn log(&self, record: &log::Record<'_>) {
         let mut log = LOG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        log.push_str(&format!("{} {}: {}\n", record.level(), record.target(), record.args()));
+        log.push_str(&format!(
+            "{} {}: {}\n",
+            record.level(),
+            record.target(),
+            record.args()
+        ));
     }
     fn flush(&self) {}
 }
@@ -163,7 +168,9 @@ fn start_replay(responses: Vec<(u16, String)>) -> Server {
             if stop_seen.load(Ordering::SeqCst) {
                 break;
             }
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut connection = ServerConnection::new(config.clone()).unwrap();
             let mut tls = rustls::Stream::new(&mut connection, &mut stream);
             let Some(request) = read_request(&mut tls) else {
@@ -277,12 +284,7 @@ fn placeholders(text: &str) -> String {
 }
 
 /// Runs `command` for the model text (with `{PORT}` filled in) and returns what it printed.
-fn run_command(
-    scenario: &Scenario,
-    port: u16,
-    ca_pem: &str,
-    timeout: Duration,
-) -> Outcome {
+fn run_command(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let model_text = std::fs::read_to_string(data_dir().join(&scenario.model))
         .unwrap()
@@ -418,7 +420,12 @@ fn check(name: &str) {
         })
         .collect();
     let server = start_replay(responses);
-    let outcome = run_command(&scenario, server.port, &server.ca_pem, Duration::from_secs(10));
+    let outcome = run_command(
+        &scenario,
+        server.port,
+        &server.ca_pem,
+        Duration::from_secs(10),
+    );
     let port = server.port;
     let recorded = server.finish();
 
@@ -466,15 +473,25 @@ fn check(name: &str) {
         outcome.stdout, outcome.error
     );
     if let Some(error) = &outcome.error {
-        assert_eq!(error.lines().count(), 1, "{name}: the error is one line: {error}");
+        assert_eq!(
+            error.lines().count(),
+            1,
+            "{name}: the error is one line: {error}"
+        );
     }
 
     let secrets = secrets(&scenario);
     assert_no_secret(&outcome.all_text(), &secrets, name);
-    let log = LOG.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let log = LOG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
     if !scenario.exchanges.is_empty() {
         // The capture works: ureq's records of this very run are in it.
-        assert!(log.contains(&format!("127.0.0.1:{port}")), "{name}: no log records");
+        assert!(
+            log.contains(&format!("127.0.0.1:{port}")),
+            "{name}: no log records"
+        );
     }
     assert_no_secret(&log, &secrets, "the log");
 
@@ -646,7 +663,10 @@ fn server_that_never_answers_times_out() {
         let started = Instant::now();
         let outcome = run_command(&scenario, port, &ca_pem, Duration::from_secs(1));
         let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_secs(5), "{command}: took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "{command}: took {elapsed:?}"
+        );
         assert_eq!(outcome.exit, 1, "{command}: {:?}", outcome.error);
         let error = outcome.error.clone().unwrap();
         assert!(error.contains("no answer within 1 s"), "{command}: {error}");
@@ -687,7 +707,10 @@ fn untrusted_server_is_refused() {
 fn secrets_are_redacted() {
     let secret = Secret::new(API_KEY);
     assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
-    let env = Env::Map(BTreeMap::from([(API_KEY_ENV.to_owned(), API_KEY.to_owned())]));
+    let env = Env::Map(BTreeMap::from([(
+        API_KEY_ENV.to_owned(),
+        API_KEY.to_owned(),
+    )]));
     assert!(!format!("{env:?}").contains(API_KEY));
     assert_eq!(
         error_text(&format!("bad key\n {API_KEY} "), &[&secret]),

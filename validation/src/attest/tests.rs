@@ -739,3 +739,83 @@ fn base64_vectors() {
         assert_eq!(base64(input.as_bytes()), expect, "{input:?}");
     }
 }
+
+/// Reads a measurements file for `tee` and renders the values, or the error with its exit code.
+#[track_caller]
+fn check_measurements(tee: cvm_core::model::Tee, text: &str, expect: expect_test::Expect) {
+    let path = Path::new("artifacts/measurements.json");
+    let actual = match reference::parse(text, path, tee, true) {
+        Ok(values) => format!("{:?} {:?}", values.snp, values.tdx),
+        Err(err) => format!("exit {}: {err:#}", if is_bad_input(&err) { 2 } else { 1 }),
+    };
+    expect.assert_eq(&actual);
+}
+
+#[test]
+fn measurements_files() {
+    use cvm_core::model::Tee;
+    use expect_test::expect;
+    let digest = "ab".repeat(48);
+    check_measurements(
+        Tee::Snp,
+        &format!(
+            r#"{{"schema":1,"tee":"snp","snp":{{"measurement":"{digest}","inputs":{{"policy":196608,"guest_features":"0x1"}}}}}}"#
+        ),
+        expect![[
+            r#"Some(SnpValues { measurement: "abababababababababababababababababababababababababababababababababababababababababababababababab", policy: Some(196608), guest_features: Some(1), vmpl: 0 }) None"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        &format!(r#"{{"schema":1,"tee":"snp","snp":{{"measurement":"{digest}"}}}}"#),
+        expect![[
+            r#"Some(SnpValues { measurement: "abababababababababababababababababababababababababababababababababababababababababababababababab", policy: None, guest_features: None, vmpl: 0 }) None"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        r#"{"schema":1,"tee":"snp","snp":{"measurement":"abc"}}"#,
+        expect![[
+            r#"exit 2: artifacts/measurements.json: snp.measurement "abc" is not 96 hex digits; rebuild with `cargo xtask guest build`"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        &format!(r#"{{"schema":2,"tee":"snp","snp":{{"measurement":"{digest}"}}}}"#),
+        expect![[
+            r#"exit 2: artifacts/measurements.json: schema 2 is not supported (expected 1); rebuild with this version of cvm-stack"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        &format!(r#"{{"schema":1,"tee":"tdx","tdx":{{"mrtd":"{digest}"}}}}"#),
+        expect![[
+            r#"exit 2: artifacts/measurements.json: tee is tdx but the model's deployment.tee is snp; pass --artifacts of a snp build"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        &format!(
+            r#"{{"schema":1,"tee":"snp","snp":{{"measurement":"{digest}","inputs":{{"policy":"lots"}}}}}}"#
+        ),
+        expect![[
+            r#"exit 2: artifacts/measurements.json: snp.inputs.policy is neither a number nor 0x-prefixed hex; rebuild with `cargo xtask guest build`"#
+        ]],
+    );
+    check_measurements(
+        Tee::Tdx,
+        &format!(
+            r#"{{"schema":1,"tee":"tdx","tdx":{{"mrtd":"{digest}","rtmr1":null,"rtmr2":"{digest}"}}}}"#
+        ),
+        expect![[
+            r#"None Some(TdxValues { mrtd: "abababababababababababababababababababababababababababababababababababababababababababababababab", rtmr: [None, None, Some("abababababababababababababababababababababababababababababababababababababababababababababababab"), None] })"#
+        ]],
+    );
+    check_measurements(
+        Tee::Snp,
+        "not json",
+        expect![[
+            r#"exit 2: artifacts/measurements.json: not a measurements file (expected ident at line 1 column 2); rebuild with `cargo xtask guest build`"#
+        ]],
+    );
+}

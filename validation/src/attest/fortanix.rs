@@ -17,6 +17,8 @@
 //! A 401 on a call made with a session token means the session expired: log in once more and
 //! repeat the call once; a second 401 is an error saying so.
 
+use std::io::Write;
+
 use anyhow::{anyhow, bail, Context, Result};
 use cvm_core::{error::bad_input, model::Attestation, model::Tee};
 use serde::Deserialize;
@@ -292,7 +294,12 @@ impl AttestationProvider for Fortanix {
         })
     }
 
-    fn register(&self, request: &PlannedRequest, dry_run: bool) -> Result<Registration> {
+    fn register(
+        &self,
+        request: &PlannedRequest,
+        dry_run: bool,
+        progress: &mut dyn Write,
+    ) -> Result<Registration> {
         let mut registration = Registration {
             sent: false,
             request: request.clone(),
@@ -308,8 +315,14 @@ impl AttestationProvider for Fortanix {
             "your CCM login as EMAIL:PASSWORD",
         )?;
         let client = self.client()?;
+        writeln!(progress, "{:>12} to CCM at {}", "Logging in", self.ccm_url)?;
         let relogin = || self.ccm_login(&client, &login);
         let mut session = relogin()?;
+        writeln!(
+            progress,
+            "{:>12} {} {}",
+            "Sending", request.method, request.url
+        )?;
         let response = with_session(
             &client,
             &mut session,
@@ -346,7 +359,7 @@ impl AttestationProvider for Fortanix {
         Ok(registration)
     }
 
-    fn check_key_release(&self) -> Result<KeyReleaseStatus> {
+    fn check_key_release(&self, progress: &mut dyn Write) -> Result<KeyReleaseStatus> {
         let key_name = self.key_name.as_deref().ok_or_else(|| {
             bad_input(format!(
                 "{}: attestation.key-name is not set; set it to the name of the model key in DSM",
@@ -358,8 +371,10 @@ impl AttestationProvider for Fortanix {
             "the DSM API key of the app that checks the key",
         )?;
         let client = self.client()?;
+        writeln!(progress, "{:>12} to DSM at {}", "Logging in", self.dsm_url)?;
         let relogin = || self.dsm_login(&client, &api_key);
         let mut session = relogin()?;
+        writeln!(progress, "{:>12} key {key_name:?}", "Reading")?;
         let descriptor = json!({ "name": key_name });
 
         let info_url = format!("{}/crypto/v1/keys/info", self.dsm_url);
@@ -408,6 +423,11 @@ impl AttestationProvider for Fortanix {
             return Ok(status);
         }
         let export_url = format!("{}/crypto/v1/keys/export", self.dsm_url);
+        writeln!(
+            progress,
+            "{:>12} to export {key_name:?} as a non-attested app (DSM must refuse)",
+            "Trying"
+        )?;
         let response = with_session(
             &client,
             &mut session,

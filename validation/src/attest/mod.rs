@@ -30,7 +30,7 @@ pub mod run;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, io::Write, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use cvm_core::model::{AttestationProvider as ProviderKind, Model};
@@ -47,12 +47,18 @@ pub trait AttestationProvider {
     /// sent (without credentials). Needs no network and no secret.
     fn registration_request(&self, values: &ReferenceValues) -> Result<PlannedRequest>;
 
-    /// Sends `request`; with `dry_run` sends nothing and reads no secret.
-    fn register(&self, request: &PlannedRequest, dry_run: bool) -> Result<Registration>;
+    /// Sends `request`, writing progress lines to `progress`; with `dry_run` sends nothing and
+    /// reads no secret.
+    fn register(
+        &self,
+        request: &PlannedRequest,
+        dry_run: bool,
+        progress: &mut dyn Write,
+    ) -> Result<Registration>;
 
     /// Authenticates to the key manager, reads the model key's metadata and policy and reports
-    /// whether its release is restricted to attested workloads.
-    fn check_key_release(&self) -> Result<KeyReleaseStatus>;
+    /// whether its release is restricted to attested workloads (progress lines to `progress`).
+    fn check_key_release(&self, progress: &mut dyn Write) -> Result<KeyReleaseStatus>;
 }
 
 /// Settings that are not part of the model: how to reach the services.

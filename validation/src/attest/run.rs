@@ -57,10 +57,7 @@ pub fn register(
     for line in &request.not_sent {
         writeln!(plan, "Not sent: {line}")?;
     }
-    if !options.dry_run {
-        writeln!(err, "{:>12} {} {}", "Sending", request.method, request.url)?;
-    }
-    let registration = provider.register(&request, options.dry_run)?;
+    let registration = provider.register(&request, options.dry_run, err)?;
     if options.json {
         serde_json::to_writer_pretty(&mut *out, &registration)?;
         writeln!(out)?;
@@ -95,13 +92,7 @@ pub fn check(
 ) -> Result<bool> {
     let model = options.model;
     let provider = provider(&model.model, &model.source_name(), &options.settings, env)?;
-    writeln!(
-        err,
-        "{:>12} model key release with {}",
-        "Checking",
-        provider.name()
-    )?;
-    let status = provider.check_key_release()?;
+    let status = provider.check_key_release(err)?;
     if options.json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
         writeln!(out)?;

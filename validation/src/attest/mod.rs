@@ -10,7 +10,8 @@
 //! [`AttestationProvider::registration_request`] turns them into the exact request that will be
 //! sent (printed before it is sent), [`AttestationProvider::register`] sends it unless it is a dry
 //! run, and [`AttestationProvider::check_key_release`] reads the key's policy. [`run`] holds the
-//! two commands with their output, so tests run every command path with captured output.
+//! two commands with their output, so tests run every command path with captured output;
+//! [`key_release_policy_check`] gives the same verdict as one check result for validation.
 //!
 //! Secrets (the DSM API key, the CCM credentials, session tokens) live only in [`Secret`], which
 //! has no `Display` and a redacted `Debug`; text a server sends back is redacted before it enters
@@ -221,5 +222,45 @@ pub fn provider(
             settings,
             env,
         ))),
+    }
+}
+
+/// The key-release policy as one check result (for validation's `e2e.key-release` stage): pass
+/// when the model key is released only to attested workloads, fail when it is not or the key
+/// manager could not be asked, skip when the model or the environment does not configure it.
+pub fn key_release_policy_check(
+    model: &cvm_core::model::LoadedModel,
+    settings: &Settings,
+    env: Env,
+) -> cvm_core::check::CheckResult {
+    use cvm_core::check::{CheckResult, Status};
+    const ID: &str = "e2e.key-release";
+    const TITLE: &str = "the model key is released only to attested workloads";
+    let result = |status, detail: String, remediation: &str| CheckResult {
+        id: ID.to_owned(),
+        title: TITLE.to_owned(),
+        status,
+        detail,
+        remediation: remediation.to_owned(),
+    };
+    let status = provider(&model.model, &model.source_name(), settings, env)
+        .and_then(|provider| provider.check_key_release(&mut std::io::sink()));
+    match status {
+        Ok(status) if status.restricted => result(Status::Pass, status.detail, ""),
+        Ok(status) => result(
+            Status::Fail,
+            status.detail,
+            "restrict the key: remove EXPORT from its operations, or keep only apps that authenticate with CCM-issued certificates in its group",
+        ),
+        Err(err) if cvm_core::error::is_bad_input(&err) => result(
+            Status::Skip,
+            format!("key release not checked: {err:#}"),
+            "configure [attestation] and the API key variable it names",
+        ),
+        Err(err) => result(
+            Status::Fail,
+            format!("{err:#}"),
+            "check the DSM URL, the API key and the network path to DSM",
+        ),
     }
 }

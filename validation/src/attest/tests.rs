@@ -283,8 +283,17 @@ fn placeholders(text: &str) -> String {
         .replace("{CCM_BASIC}", &base64(CCM_LOGIN.as_bytes()))
 }
 
-/// Runs `command` for the model text (with `{PORT}` filled in) and returns what it printed.
-fn run_command(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) -> Outcome {
+/// What a command path needs: the model (with `{PORT}` filled in), the artifacts, the settings
+/// trusting the test CA, and the scenario's environment.
+struct Prepared {
+    dir: tempfile::TempDir,
+    model: cvm_core::model::LoadedModel,
+    artifacts: PathBuf,
+    settings: Settings,
+    env: Env,
+}
+
+fn prepare(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) -> Prepared {
     let dir = tempfile::tempdir().unwrap();
     let model_text = std::fs::read_to_string(data_dir().join(&scenario.model))
         .unwrap()
@@ -317,7 +326,24 @@ fn run_command(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) 
             other => panic!("unknown env entry {other}"),
         };
     }
-    let env = Env::Map(env);
+    Prepared {
+        dir,
+        model,
+        artifacts,
+        settings,
+        env: Env::Map(env),
+    }
+}
+
+/// Runs the scenario's command and returns what it printed.
+fn run_command(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) -> Outcome {
+    let Prepared {
+        dir,
+        model,
+        artifacts,
+        settings,
+        env,
+    } = prepare(scenario, port, ca_pem, timeout);
     let json = scenario.flags.iter().any(|flag| flag == "--json");
     let dry_run = scenario.flags.iter().any(|flag| flag == "--dry-run");
     let mut stdout = Vec::new();
@@ -818,4 +844,56 @@ fn measurements_files() {
             r#"exit 2: artifacts/measurements.json: not a measurements file (expected ident at line 1 column 2); rebuild with `cargo xtask guest build`"#
         ]],
     );
+}
+
+/// The same scenarios as one check result for validation's `e2e.key-release` stage.
+#[test]
+fn key_release_policy_check_results() {
+    use cvm_core::check::Status;
+    for (name, status, detail) in [
+        ("check-restricted", Status::Pass, "refused to export"),
+        ("check-not-exportable", Status::Pass, "no EXPORT operation"),
+        ("check-export-allowed", Status::Fail, "not restricted"),
+        ("check-expired-twice", Status::Fail, "fresh session token"),
+        (
+            "check-missing-api-key",
+            Status::Skip,
+            "TEST_DSM_API_KEY is not set",
+        ),
+        (
+            "check-no-attestation",
+            Status::Skip,
+            "no [attestation] section",
+        ),
+    ] {
+        let path = data_dir().join("scenarios").join(format!("{name}.json"));
+        let scenario: Scenario =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let responses = scenario
+            .exchanges
+            .iter()
+            .map(|exchange| {
+                let body = match &exchange.response.body {
+                    Value::String(text) => placeholders(text),
+                    json => json.to_string(),
+                };
+                (exchange.response.status, body)
+            })
+            .collect();
+        let server = start_replay(responses);
+        let prepared = prepare(
+            &scenario,
+            server.port,
+            &server.ca_pem,
+            Duration::from_secs(10),
+        );
+        let result =
+            super::key_release_policy_check(&prepared.model, &prepared.settings, prepared.env);
+        let recorded = server.finish();
+        assert_eq!(recorded.len(), scenario.exchanges.len(), "{name}");
+        assert_eq!(result.id, "e2e.key-release");
+        assert_eq!(result.status, status, "{name}: {}", result.detail);
+        assert!(result.detail.contains(detail), "{name}: {}", result.detail);
+        assert_no_secret(&format!("{result:?}"), &secrets(&scenario), name);
+    }
 }

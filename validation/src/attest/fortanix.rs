@@ -16,6 +16,10 @@
 //!
 //! A 401 on a call made with a session token means the session expired: log in once more and
 //! repeat the call once; a second 401 is an error saying so.
+//!
+//! CCM's published spec names its bearer header `Authentication`; we send the standard
+//! `Authorization`, as Fortanix's own clients and examples do. `attestation.zone-id` is not
+//! needed here: an image belongs to its application, which belongs to a zone.
 
 use std::io::Write;
 

@@ -8,6 +8,7 @@
 //! reports from that one list.
 
 pub mod artifacts;
+pub mod attest;
 pub mod endpoint;
 pub mod guest;
 pub mod node_checks;

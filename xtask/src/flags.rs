@@ -442,6 +442,22 @@ pub struct AttestRegisterArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Environment variable holding the CCM login as EMAIL:PASSWORD (never the value itself).
+    #[arg(long, value_name = "NAME", default_value = validation::attest::DEFAULT_CCM_CREDENTIALS_ENV)]
+    pub ccm_credentials_env: String,
+    #[command(flatten)]
+    pub service: AttestServiceArgs,
+}
+
+/// How `attest` reaches the attestation service.
+#[derive(Debug, Args)]
+pub struct AttestServiceArgs {
+    /// PEM CA certificates to trust instead of the built-in web roots (an on-premises service).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds each request may take, connecting included.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
 /// `attest check`.
@@ -452,6 +468,8 @@ pub struct AttestCheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub service: AttestServiceArgs,
 }
 
 /// `model …`.

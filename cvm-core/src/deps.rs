@@ -102,6 +102,15 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
     ),
     ("zstd", tool("zstd", "zstd", "compressing the initrd")),
     (
+        "dpkg-deb",
+        tool(
+            "dpkg-deb",
+            "dpkg",
+            "unpacking the firmware and UKI stub packages",
+        ),
+    ),
+
+    (
         "gpgv",
         tool("gpgv", "gpgv", "verifying signed package indexes"),
     ),

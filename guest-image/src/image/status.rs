@@ -56,12 +56,32 @@ pub fn boot_failure(log: &str) -> Option<String> {
         "Failed to mount /dev/mapper/root",
         "emergency mode",
         "Shell>",
-        "failed to load Boot",
     ];
     log.lines()
         .find(|line| {
             MARKERS.iter().any(|marker| line.contains(marker))
                 && !line.contains("cvm-verity: opening root")
         })
-        .map(|line| line.trim().to_owned())
+        .map(|line| strip_escapes(line).trim().to_owned())
+}
+
+/// `line` without ANSI escape sequences (the firmware clears the screen on the serial console).
+pub fn strip_escapes(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for next in chars.by_ref() {
+                    if next.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -47,22 +47,27 @@ pub fn find_in_log(log: &str) -> Option<Result<CvmStatus, String>> {
     })
 }
 
-/// The first line of `log` that says why a boot failed, if any.
+/// Why a boot failed, from the first telling line of `log`, if any.
 pub fn boot_failure(log: &str) -> Option<String> {
     const MARKERS: &[&str] = &[
-        "device-mapper: verity",
-        "cvm-verity:",
-        "Kernel panic",
+        "is corrupted",
+        "cvm-verity: dm-verity refused",
+        "cvm-verity: root devices",
+        "Gave up waiting for root",
         "Failed to mount /dev/mapper/root",
+        "Kernel panic",
         "emergency mode",
         "Shell>",
     ];
-    log.lines()
-        .find(|line| {
-            MARKERS.iter().any(|marker| line.contains(marker))
-                && !line.contains("cvm-verity: opening root")
-        })
-        .map(|line| strip_escapes(line).trim().to_owned())
+    let line = log
+        .lines()
+        .find(|line| MARKERS.iter().any(|marker| line.contains(marker)))?;
+    let line = strip_escapes(line).trim().to_owned();
+    Some(if line.contains("verity") {
+        format!("dm-verity refused the root filesystem (it does not match the root hash in the UKI): {line}")
+    } else {
+        line
+    })
 }
 
 /// `line` without ANSI escape sequences (the firmware clears the screen on the serial console).

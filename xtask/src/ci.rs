@@ -13,7 +13,20 @@ use xshell::{cmd, Shell};
 use crate::{flags::CiArgs, project_root};
 
 /// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
-const TEST_REQUIREMENTS: &[&str] = &[];
+const TEST_REQUIREMENTS: &[&str] = &[
+    "mmdebstrap",
+    "ubuntu-archive-keyring",
+    "mkfs.erofs",
+    "fsck.erofs",
+    "veritysetup",
+    "mkfs.vfat",
+    "mcopy",
+    "sfdisk",
+    "qemu-img",
+    "dpkg-deb",
+    "qemu-system-x86_64",
+    "ovmf",
+];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {
     let started = Instant::now();

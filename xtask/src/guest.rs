@@ -19,6 +19,7 @@ fn options(
     model: &cvm_core::model::LoadedModel,
     out: Option<PathBuf>,
     locked: bool,
+    offline: bool,
     no_cache: bool,
     no_install_deps: bool,
     lock_only: bool,
@@ -36,6 +37,7 @@ fn options(
         cache: project_root().join("target/cvm-cache"),
         lock_path: lock_path(model),
         locked,
+        offline,
         no_cache,
         cvm_status,
         lock_only,
@@ -47,16 +49,12 @@ fn options(
 pub fn run(command: GuestCommand) -> Result<ExitCode> {
     match command {
         GuestCommand::Build(args) => {
-            if args.offline {
-                return Err(cvm_core::error::bad_input(
-                    "--offline is not implemented yet (issue 3): build with network access",
-                ));
-            }
             let model = cvm_core::model::load(args.model.config.as_deref())?;
             let options = options(
                 &model,
                 args.out,
                 args.locked,
+                args.offline,
                 args.no_cache,
                 args.no_install_deps,
                 false,
@@ -68,7 +66,7 @@ pub fn run(command: GuestCommand) -> Result<ExitCode> {
         }
         GuestCommand::Lock(args) => {
             let model = cvm_core::model::load(args.model.config.as_deref())?;
-            let options = options(&model, None, false, false, false, true)?;
+            let options = options(&model, None, false, false, false, false, true)?;
             let report = image::build(&model, options)?;
             println!("{}", report.out.display());
             Ok(ExitCode::SUCCESS)

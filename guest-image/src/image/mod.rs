@@ -6,10 +6,12 @@
 //! [`PostStage`]) → manifest. The output is built in a temporary sibling directory and renamed into
 //! place only when complete.
 
+pub mod bench;
 pub mod boot;
 pub mod cache;
 pub mod disk;
 pub mod harden;
+pub mod local_repo;
 pub mod lock;
 pub mod manifest;
 pub mod root_image;
@@ -74,6 +76,8 @@ pub struct BuildOptions {
     pub locked: bool,
     /// Rebuild every stage (downloaded packages are kept).
     pub no_cache: bool,
+    /// Build from the lock and the package cache alone, with no network access.
+    pub offline: bool,
     /// The statically linked readiness binary to install in the guest.
     pub cvm_status: PathBuf,
     /// Stop after resolving the lock (`guest lock`).
@@ -252,15 +256,31 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                 (_, Err(_)) => false,
             },
             |dir| {
+                let repo = dir.join("offline-repo");
+                if options.offline {
+                    let Some(lock) = &wanted_lock else {
+                        return Err(cvm_core::error::bad_input(format!(
+                            "--offline needs {}: build once with network access (or run `cargo xtask guest lock`)",
+                            options.lock_path.display()
+                        )));
+                    };
+                    progress("Offline", "making a local repository from packages.lock and the package cache");
+                    local_repo::write(lock, &deb_cache, &repo)?;
+                }
                 rootfs::build(
                     &model.model,
                     &rootfs::RootfsInputs {
                         cvm_status: &options.cvm_status,
                         lock: wanted_lock.as_ref(),
                         deb_cache: &deb_cache,
+                        offline_repo: options.offline.then_some(repo.as_path()),
                     },
                     dir,
-                )
+                )?;
+                if repo.exists() {
+                    fs::remove_dir_all(&repo).context("removing the local repository")?;
+                }
+                Ok(())
             },
         )?;
         let size = file_size(&stage.path.join("initrd.img"));
@@ -505,7 +525,9 @@ pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
     let tree = work.join("extracted");
     Cmd::new("fsck.erofs")
         .arg(format!("--extract={}", tree.display()))
-        .arg("--preserve")
+        // Permissions without owners: fsck.erofs chowns after chmod when it preserves owners,
+        // and chown clears the setuid/setgid bits the audit looks for.
+        .args(["--preserve-perms", "--no-preserve-owner"])
         .arg(&erofs)
         .run()
         .context("extracting the erofs root for the audit")?;

@@ -154,6 +154,9 @@ pub struct RootfsInputs<'a> {
     pub lock: Option<&'a PackagesLock>,
     /// Downloaded .deb files, shared by all builds.
     pub deb_cache: &'a Path,
+    /// `--offline`: a local repository made from the lock and the package cache (see
+    /// [`super::local_repo`]) replaces the archive.
+    pub offline_repo: Option<&'a Path>,
 }
 
 /// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
@@ -221,7 +224,11 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     if ubuntu {
         command = command.arg(format!("--keyring={UBUNTU_KEYRING}"));
     }
-    command = command.arg(suite).arg(&tree).args(mirror_lines(model, &components.replace(',', " ")));
+    let sources = match inputs.offline_repo {
+        Some(repo) => vec![super::local_repo::source_line(repo, true)],
+        None => mirror_lines(model, &components.replace(',', " ")),
+    };
+    command = command.arg(suite).arg(&tree).args(sources);
     command.run().map_err(|err| explain_mmdebstrap(err, suite))?;
 
     let modules = tree.join("usr/lib/modules");
@@ -259,8 +266,13 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .into_iter()
         .map(|e| (e.name, e.version, e.arch))
         .collect();
-    let indexes = lock::read_indexes(&tree.join("var/lib/apt/lists"), suite)?;
-    let resolved = lock::resolve(suite, &installed, &build, &indexes)?;
+    let resolved = match (inputs.offline_repo, inputs.lock) {
+        (Some(_), Some(wanted)) => offline_lock(wanted, &installed)?,
+        _ => {
+            let indexes = lock::read_indexes(&tree.join("var/lib/apt/lists"), suite)?;
+            lock::resolve(suite, &installed, &build, &indexes)?
+        }
+    };
     fs::write(stage.join("packages.lock"), resolved.to_text())?;
 
     let unpack = stage.join("unpacked");
@@ -295,6 +307,26 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::remove_dir_all(&early)?;
     fs::remove_dir_all(&overlay)?;
     Ok(())
+}
+
+/// Offline, the installed closure must be exactly the locked one (the local repository holds
+/// nothing else); the lock is then the resolved lock.
+fn offline_lock(wanted: &PackagesLock, installed: &[(String, String, String)]) -> Result<PackagesLock> {
+    let locked: Vec<(String, String, String)> = wanted
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    let mut sorted = locked.clone();
+    sorted.sort();
+    if sorted != installed {
+        let extra: Vec<_> = installed.iter().filter(|p| !sorted.contains(p)).map(|p| p.0.clone()).collect();
+        bail!(
+            "--offline: the installed packages differ from packages.lock (not locked: {}); run `cargo xtask guest lock` with network access",
+            extra.join(", ")
+        );
+    }
+    Ok(wanted.clone())
 }
 
 fn explain_mmdebstrap(err: anyhow::Error, suite: &str) -> anyhow::Error {

@@ -26,7 +26,11 @@ fn collect(failure: bool) -> CvmStatus {
     let tee = tee();
     let verity = verity();
     let failed_units = failed_units();
-    let measurement = if tee == "none" { None } else { measurement(&tee) };
+    let measurement = if tee == "none" {
+        None
+    } else {
+        measurement(&tee)
+    };
     let ready = !failure && verity == "active" && failed_units.is_empty();
     CvmStatus {
         ready,
@@ -75,7 +79,13 @@ fn verity() -> String {
 
 fn failed_units() -> Vec<String> {
     match Cmd::new("/usr/bin/systemctl")
-        .args(["list-units", "--failed", "--plain", "--no-legend", "--no-pager"])
+        .args([
+            "list-units",
+            "--failed",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+        ])
         .read()
     {
         Ok(text) => text

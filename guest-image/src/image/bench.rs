@@ -47,10 +47,17 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 }
 
 /// Runs the benchmark under `work` (scratch outputs); `options` is a normal build's options.
-pub fn run(model: &LoadedModel, options: impl Fn(PathBuf, bool) -> BuildOptions, work: &Path) -> Result<ImageBench> {
+pub fn run(
+    model: &LoadedModel,
+    options: impl Fn(PathBuf, bool) -> BuildOptions,
+    work: &Path,
+) -> Result<ImageBench> {
     fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let guest = &model.model.guest;
-    let mut include: Vec<String> = rootfs::BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let mut include: Vec<String> = rootfs::BASE_PACKAGES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     include.push(guest.kernel.clone());
     include.extend(guest.packages.iter().cloned());
     let tar = work.join("bare.tar");
@@ -71,10 +78,18 @@ pub fn run(model: &LoadedModel, options: impl Fn(PathBuf, bool) -> BuildOptions,
     let _ = fs::remove_file(&tar);
 
     let out = work.join("out");
-    let (_, cold_s) = timed("cold build (--no-cache)", || super::build(model, options(out.clone(), true)))?;
-    let (_, noop_s) = timed("no-op rebuild", || super::build(model, options(out.clone(), false)))?;
+    let (_, cold_s) = timed("cold build (--no-cache)", || {
+        super::build(model, options(out.clone(), true))
+    })?;
+    let (_, noop_s) = timed("no-op rebuild", || {
+        super::build(model, options(out.clone(), false))
+    })?;
     let mut changed = model.clone();
-    changed.model.guest.extra_cmdline.push("cvm.bench=1".to_owned());
+    changed
+        .model
+        .guest
+        .extra_cmdline
+        .push("cvm.bench=1".to_owned());
     let (_, cmdline_s) = timed("rebuild after a cmdline change", || {
         super::build(&changed, options(out.clone(), false))
     })?;
@@ -117,13 +132,31 @@ pub fn table(bench: &ImageBench) -> String {
         .map(|s| format!("{s:.1} s"))
         .unwrap_or_else(|| "failed".to_owned());
     [
-        format!("bare mmdebstrap          {:>8.1} s", bench.bare_mmdebstrap_s),
-        format!("cold build               {:>8.1} s   ratio {:.2} (target <= 1.25)", bench.cold_build_s, bench.cold_over_bare),
-        format!("no-op rebuild            {:>8.1} s   (target <= 2 s)", bench.noop_rebuild_s),
-        format!("cmdline-only rebuild     {:>8.1} s   (target <= 10 s)", bench.cmdline_rebuild_s),
+        format!(
+            "bare mmdebstrap          {:>8.1} s",
+            bench.bare_mmdebstrap_s
+        ),
+        format!(
+            "cold build               {:>8.1} s   ratio {:.2} (target <= 1.25)",
+            bench.cold_build_s, bench.cold_over_bare
+        ),
+        format!(
+            "no-op rebuild            {:>8.1} s   (target <= 2 s)",
+            bench.noop_rebuild_s
+        ),
+        format!(
+            "cmdline-only rebuild     {:>8.1} s   (target <= 10 s)",
+            bench.cmdline_rebuild_s
+        ),
         format!("boot to CVM-STATUS       {boot:>10}   (stock-initrd comparison: not measured)"),
-        format!("disk.qcow2               {:>8.1} MB  (target <= 100 MB)", bench.qcow2_bytes as f64 / 1e6),
-        format!("initrd                   {:>8.1} MB  (target <= 12 MB)", bench.initrd_bytes as f64 / 1e6),
+        format!(
+            "disk.qcow2               {:>8.1} MB  (target <= 100 MB)",
+            bench.qcow2_bytes as f64 / 1e6
+        ),
+        format!(
+            "initrd                   {:>8.1} MB  (target <= 12 MB)",
+            bench.initrd_bytes as f64 / 1e6
+        ),
     ]
     .join("\n")
 }

@@ -83,9 +83,10 @@ impl BootOutcome {
     /// True when the guest reported ready with verity active and no failed unit.
     pub fn ok(&self) -> bool {
         self.failure.is_none()
-            && self.status.as_ref().is_some_and(|s| {
-                s.ready && s.verity == "active" && s.failed_units.is_empty()
-            })
+            && self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.ready && s.verity == "active" && s.failed_units.is_empty())
     }
 }
 
@@ -98,15 +99,27 @@ pub fn kvm_runs_firmware(work: &Path) -> bool {
     let log = work.join("kvm-probe.log");
     let _ = fs::remove_file(&log);
     let result = Cmd::new("qemu-system-x86_64")
-        .args(["-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256"])
-        .args(["-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"])
+        .args([
+            "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "256",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nic",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-bios")
         .arg(OVMF_CODE)
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .timeout(Duration::from_secs(8))
         .output();
-    let printed = fs::read(&log).map(|bytes| !bytes.is_empty()).unwrap_or(false);
+    let printed = fs::read(&log)
+        .map(|bytes| !bytes.is_empty())
+        .unwrap_or(false);
     let _ = fs::remove_file(&log);
     // A timeout is the normal end of the probe (OVMF waits for a boot device).
     let _ = result;
@@ -139,7 +152,15 @@ pub fn qemu_command(request: &BootRequest<'_>, vars: &Path) -> Cmd {
         .args(["-machine", "q35"])
         .args(accel)
         .args(["-smp", "2", "-m", "2048"])
-        .args(["-nic", "none", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args([
+            "-nic",
+            "none",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-serial")
         .arg(format!("file:{}", request.serial_log.display()))
         .arg("-drive")
@@ -151,9 +172,14 @@ pub fn qemu_command(request: &BootRequest<'_>, vars: &Path) -> Cmd {
         BootMode::Disk => {
             command = command
                 .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on"))
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on"
+                ))
                 .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
         }
         BootMode::Direct => {
             command = command

@@ -148,7 +148,11 @@ pub fn sweep_stale(dir: &Path) -> Result<()> {
         let path = entry.path();
         if let Some(pid) = temporary_pid(&path) {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                eprintln!("{:>12} leftover of a killed build {}", "Removing", path.display());
+                eprintln!(
+                    "{:>12} leftover of a killed build {}",
+                    "Removing",
+                    path.display()
+                );
                 remove_tree(&path)?;
             }
         }
@@ -203,11 +207,71 @@ pub fn replace_dir(staged: &Path, dest: &Path) -> Result<()> {
         .unwrap_or_default();
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     if dest.exists() {
-        fs::rename(dest, &old).with_context(|| format!("moving the old {} aside", dest.display()))?;
+        fs::rename(dest, &old)
+            .with_context(|| format!("moving the old {} aside", dest.display()))?;
     }
-    fs::rename(staged, dest).with_context(|| format!("renaming the new output to {}", dest.display()))?;
+    fs::rename(staged, dest)
+        .with_context(|| format!("renaming the new output to {}", dest.display()))?;
     if old.exists() {
         remove_tree(&old)?;
     }
     Ok(())
+}
+
+/// An exclusive hold on a cache directory for one build: a directory created atomically, holding
+/// the owner's pid. A hold left by a killed build (dead pid) is taken over.
+pub struct CacheLock {
+    path: PathBuf,
+}
+
+impl CacheLock {
+    /// Waits until no other live build holds `cache`, then holds it until dropped.
+    pub fn acquire(cache: &Path) -> Result<Self> {
+        fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+        let path = cache.join(".build-lock");
+        let mut announced = false;
+        loop {
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    fs::write(path.join("pid"), std::process::id().to_string())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(Self { path });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(path.join("pid")).unwrap_or_default();
+                    let alive = owner
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if !alive {
+                        // Give a build that has just created the directory time to write its pid.
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        if fs::read_to_string(path.join("pid")).unwrap_or_default() == owner {
+                            let _ = fs::remove_dir_all(&path);
+                        }
+                        continue;
+                    }
+                    if !announced {
+                        eprintln!(
+                            "{:>12} for another build (pid {}) to finish with {}",
+                            "Waiting",
+                            owner.trim(),
+                            cache.display()
+                        );
+                        announced = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| format!("creating {}", path.display()))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
 }

@@ -106,7 +106,18 @@ pub fn sfdisk_script(disk_guid: &str, partitions: &[Partition]) -> String {
 /// Builds the FAT ESP image `esp` holding `uki` at \EFI\BOOT\BOOTX64.EFI.
 pub fn build_esp(uki: &Path, esp: &Path, bytes: u64, volume_id: &str, epoch: u64) -> Result<()> {
     Cmd::new("mkfs.vfat")
-        .args(["-C", "--invariant", "-F", "32", "-S", "512", "-n", "ESP", "-i", volume_id])
+        .args([
+            "-C",
+            "--invariant",
+            "-F",
+            "32",
+            "-S",
+            "512",
+            "-n",
+            "ESP",
+            "-i",
+            volume_id,
+        ])
         .arg(esp)
         .arg((bytes / 1024).to_string())
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
@@ -117,12 +128,19 @@ pub fn build_esp(uki: &Path, esp: &Path, bytes: u64, volume_id: &str, epoch: u64
             .env("MTOOLS_SKIP_CHECK", "1")
             .env("TZ", "UTC")
     };
-    env(Cmd::new("mmd").arg("-i").arg(esp).args(["::/EFI", "::/EFI/BOOT"]))
-        .run()
-        .context("creating \\EFI\\BOOT on the ESP")?;
-    env(Cmd::new("mcopy").arg("-i").arg(esp).arg(uki).arg("::/EFI/BOOT/BOOTX64.EFI"))
-        .run()
-        .context("copying the UKI to the ESP")?;
+    env(Cmd::new("mmd")
+        .arg("-i")
+        .arg(esp)
+        .args(["::/EFI", "::/EFI/BOOT"]))
+    .run()
+    .context("creating \\EFI\\BOOT on the ESP")?;
+    env(Cmd::new("mcopy")
+        .arg("-i")
+        .arg(esp)
+        .arg(uki)
+        .arg("::/EFI/BOOT/BOOTX64.EFI"))
+    .run()
+    .context("copying the UKI to the ESP")?;
     Ok(())
 }
 
@@ -204,7 +222,9 @@ pub struct GptEntry {
 pub fn read_gpt(image: &mut (impl Read + Seek)) -> Result<Vec<GptEntry>> {
     let mut header = [0u8; 92];
     image.seek(SeekFrom::Start(SECTOR))?;
-    image.read_exact(&mut header).context("reading the GPT header")?;
+    image
+        .read_exact(&mut header)
+        .context("reading the GPT header")?;
     if &header[..8] != b"EFI PART" {
         bail!("no GPT header at LBA 1");
     }
@@ -218,7 +238,9 @@ pub fn read_gpt(image: &mut (impl Read + Seek)) -> Result<Vec<GptEntry>> {
     }
     let mut table = vec![0u8; count * entry_size];
     image.seek(SeekFrom::Start(entries_lba * SECTOR))?;
-    image.read_exact(&mut table).context("reading the GPT entries")?;
+    image
+        .read_exact(&mut table)
+        .context("reading the GPT entries")?;
     let mut entries = Vec::new();
     for raw in table.chunks(entry_size) {
         if raw[..16].iter().all(|b| *b == 0) {

@@ -119,7 +119,12 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
     purge.retain(|name| installed.iter().any(|(n, _, _)| n == name));
     Cmd::new("chroot")
         .arg(root)
-        .args(["dpkg", "--purge", "--force-remove-essential", "--force-depends"])
+        .args([
+            "dpkg",
+            "--purge",
+            "--force-remove-essential",
+            "--force-depends",
+        ])
         .args(&purge)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -170,7 +175,11 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
     // A read-only root: an empty machine-id makes systemd use a transient one; /tmp is a tmpfs.
     write(root, "etc/machine-id", "")?;
     write(root, "etc/hostname", "cvm\n")?;
-    write(root, "etc/fstab", "tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n")?;
+    write(
+        root,
+        "etc/fstab",
+        "tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n",
+    )?;
     Ok(report)
 }
 

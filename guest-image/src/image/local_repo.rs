@@ -5,11 +5,7 @@
 //! when the lock was written (checked here before the repository is made), so the repository
 //! itself is marked `trusted=yes`. Unsigned, the same repository must be refused by apt.
 
-use std::{
-    fmt::Write as _,
-    fs,
-    path::Path,
-};
+use std::{fmt::Write as _, fs, path::Path};
 
 use anyhow::{bail, Context, Result};
 use cvm_core::cmd::Cmd;
@@ -39,8 +35,9 @@ pub fn write(lock: &PackagesLock, deb_cache: &Path, repo: &Path) -> Result<()> {
         }
         let dest = pool.join(&file_name);
         if fs::hard_link(&source, &dest).is_err() {
-            fs::copy(&source, &dest)
-                .with_context(|| format!("copying {} into the local repository", source.display()))?;
+            fs::copy(&source, &dest).with_context(|| {
+                format!("copying {} into the local repository", source.display())
+            })?;
         }
         let control = Cmd::new("dpkg-deb")
             .arg("-f")
@@ -83,12 +80,21 @@ pub fn source_line(repo: &Path, trusted: bool) -> String {
 /// over the flat repository at `repo`, with unsigned Release files: a mirror apt must refuse while
 /// its signature check is on.
 pub fn write_unsigned_suite_layout(repo: &Path, suite: &str) -> Result<()> {
-    let packages = fs::read_to_string(repo.join("Packages")).context("reading the local Packages index")?;
-    for pocket in [suite.to_owned(), format!("{suite}-updates"), format!("{suite}-security")] {
+    let packages =
+        fs::read_to_string(repo.join("Packages")).context("reading the local Packages index")?;
+    for pocket in [
+        suite.to_owned(),
+        format!("{suite}-updates"),
+        format!("{suite}-security"),
+    ] {
         let dir = repo.join("dists").join(&pocket);
         let binary = dir.join("main/binary-amd64");
         fs::create_dir_all(&binary).with_context(|| format!("creating {}", binary.display()))?;
-        let text = if pocket == suite { packages.as_str() } else { "" };
+        let text = if pocket == suite {
+            packages.as_str()
+        } else {
+            ""
+        };
         fs::write(binary.join("Packages"), text)?;
         let release = format!(
             "Suite: {pocket}\nCodename: {pocket}\nComponents: main\nArchitectures: amd64\n\

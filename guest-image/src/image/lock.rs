@@ -87,7 +87,12 @@ impl PackagesLock {
             lock.packages
                 .iter()
                 .chain(&lock.build_packages)
-                .map(|p| (p.name.clone(), format!("{} {} {}", p.version, p.arch, p.sha256)))
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        format!("{} {} {}", p.version, p.arch, p.sha256),
+                    )
+                })
                 .collect()
         };
         let (old, new) = (index(self), index(other));
@@ -191,6 +196,12 @@ pub fn parse_dpkg_status(text: &str) -> Vec<(String, String, String)> {
     installed
 }
 
+/// A package identity: (name, version, architecture).
+pub type PackageId = (String, String, String);
+
+/// Every index entry by identity: (sha256, pocket).
+pub type IndexMap = BTreeMap<PackageId, (String, String)>;
+
 /// Pocket preference when one version is listed in several pockets: the release pocket first.
 fn pocket_rank(suite: &str, pocket: &str) -> usize {
     if pocket == suite {
@@ -205,11 +216,8 @@ fn pocket_rank(suite: &str, pocket: &str) -> usize {
 }
 
 /// All index entries of the apt lists directory `lists`, by (name, version, arch) → (sha256, pocket).
-pub fn read_indexes(
-    lists: &Path,
-    suite: &str,
-) -> Result<BTreeMap<(String, String, String), (String, String)>> {
-    let mut found: BTreeMap<(String, String, String), (String, String)> = BTreeMap::new();
+pub fn read_indexes(lists: &Path, suite: &str) -> Result<IndexMap> {
+    let mut found: IndexMap = BTreeMap::new();
     let mut files: Vec<_> = std::fs::read_dir(lists)
         .with_context(|| format!("reading {}", lists.display()))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -241,11 +249,11 @@ pub fn read_indexes(
 /// Locks `installed` (and the build-side packages `build`, given by name) against the indexes.
 pub fn resolve(
     suite: &str,
-    installed: &[(String, String, String)],
-    build: &[(String, String, String)],
-    indexes: &BTreeMap<(String, String, String), (String, String)>,
+    installed: &[PackageId],
+    build: &[PackageId],
+    indexes: &IndexMap,
 ) -> Result<PackagesLock> {
-    let lock_one = |(name, version, arch): &(String, String, String)| -> Result<LockedPackage> {
+    let lock_one = |(name, version, arch): &PackageId| -> Result<LockedPackage> {
         let (sha256, pocket) = indexes
             .get(&(name.clone(), version.clone(), arch.clone()))
             .with_context(|| {

@@ -138,7 +138,10 @@ impl Timer {
         let size = bytes
             .map(|b| format!(", {:.1} MB", b as f64 / 1e6))
             .unwrap_or_default();
-        progress("Finished", &format!("{name} ({how}) in {seconds:.1}s{size}"));
+        progress(
+            "Finished",
+            &format!("{name} ({how}) in {seconds:.1}s{size}"),
+        );
         self.stages.push(StageReport {
             name,
             seconds,
@@ -221,6 +224,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let started = Instant::now();
     let guest = &model.model.guest;
     let epoch = guest.source_date_epoch;
+    let _hold = cache::CacheLock::acquire(&options.cache)?;
     let cache = Cache::new(&options.cache, options.no_cache)?;
     let deb_cache = options.cache.join("debs");
     let tools = tool_versions();
@@ -304,32 +308,40 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("mask", harden::MASK_UNITS)
         .finish();
     let harden_dir = timer.run("harden", || {
-        let stage = cache.stage("harden", &harden_key, |_| true, |dir| {
-            let tree = dir.join("tree");
-            Cmd::new("cp")
-                .args(["-a", "--reflink=auto"])
-                .arg(&rootfs_out.tree)
-                .arg(&tree)
-                .run()
-                .context("copying the guest tree")?;
-            let report = harden::harden(&tree, &guest.kernel, &rootfs_out.kernel_version)?;
-            progress(
-                "Hardened",
-                &format!(
-                    "{} paths removed, {} setuid/setgid bits cleared",
-                    report.removed, report.setid_cleared
-                ),
-            );
-            Ok(())
-        })?;
+        let stage = cache.stage(
+            "harden",
+            &harden_key,
+            |_| true,
+            |dir| {
+                let tree = dir.join("tree");
+                Cmd::new("cp")
+                    .args(["-a", "--reflink=auto"])
+                    .arg(&rootfs_out.tree)
+                    .arg(&tree)
+                    .run()
+                    .context("copying the guest tree")?;
+                let report = harden::harden(&tree, &guest.kernel, &rootfs_out.kernel_version)?;
+                progress(
+                    "Hardened",
+                    &format!(
+                        "{} paths removed, {} setuid/setgid bits cleared",
+                        report.removed, report.setid_cleared
+                    ),
+                );
+                Ok(())
+            },
+        )?;
         Ok((stage.path, stage.cached, None))
     })?;
 
     let image_key = KeyBuilder::new("root-image", Some(&harden_key)).finish();
     let image_dir = timer.run("root-image", || {
-        let stage = cache.stage("root-image", &image_key, |_| true, |dir| {
-            root_image::build(&harden_dir.join("tree"), epoch, &image_key, dir).map(|_| ())
-        })?;
+        let stage = cache.stage(
+            "root-image",
+            &image_key,
+            |_| true,
+            |dir| root_image::build(&harden_dir.join("tree"), epoch, &image_key, dir).map(|_| ()),
+        )?;
         let size = file_size(&stage.path.join("root.erofs"));
         Ok((stage.path, stage.cached, size))
     })?;
@@ -343,50 +355,63 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("cmdline", &cmdline)
         .finish();
     let uki_dir = timer.run("uki", || {
-        let stage = cache.stage("uki", &uki_key, |_| true, |dir| {
-            let read = |name: &str| {
-                fs::read(rootfs_dir.join(name)).with_context(|| format!("reading {name}"))
-            };
-            let osrel = fs::read(harden_dir.join("tree/usr/lib/os-release"))
-                .context("reading the guest's os-release")?;
-            let image = uki::build(
-                &read("stub.efi")?,
-                &uki::UkiParts {
-                    osrel: &osrel,
-                    cmdline: cmdline.as_bytes(),
-                    uname: rootfs_out.kernel_version.as_bytes(),
-                    initrd: &read("initrd.img")?,
-                    linux: &read("vmlinuz")?,
-                },
-            )?;
-            fs::write(dir.join("uki.efi"), image).context("writing uki.efi")
-        })?;
+        let stage = cache.stage(
+            "uki",
+            &uki_key,
+            |_| true,
+            |dir| {
+                let read = |name: &str| {
+                    fs::read(rootfs_dir.join(name)).with_context(|| format!("reading {name}"))
+                };
+                let osrel = fs::read(harden_dir.join("tree/usr/lib/os-release"))
+                    .context("reading the guest's os-release")?;
+                let image = uki::build(
+                    &read("stub.efi")?,
+                    &uki::UkiParts {
+                        osrel: &osrel,
+                        cmdline: cmdline.as_bytes(),
+                        uname: rootfs_out.kernel_version.as_bytes(),
+                        initrd: &read("initrd.img")?,
+                        linux: &read("vmlinuz")?,
+                    },
+                )?;
+                fs::write(dir.join("uki.efi"), image).context("writing uki.efi")
+            },
+        )?;
         let size = file_size(&stage.path.join("uki.efi"));
         Ok((stage.path, stage.cached, size))
     })?;
 
     let disk_key = KeyBuilder::new("disk", Some(&uki_key)).finish();
     let disk_dir = timer.run("disk", || {
-        let stage = cache.stage("disk", &disk_key, |_| true, |dir| {
-            disk::build_raw(
-                &root_hash,
-                &uki_dir.join("uki.efi"),
-                &image_dir.join("root.erofs"),
-                &image_dir.join("root.verity"),
-                epoch,
-                dir,
-            )
-            .map(|_| ())
-        })?;
+        let stage = cache.stage(
+            "disk",
+            &disk_key,
+            |_| true,
+            |dir| {
+                disk::build_raw(
+                    &root_hash,
+                    &uki_dir.join("uki.efi"),
+                    &image_dir.join("root.erofs"),
+                    &image_dir.join("root.verity"),
+                    epoch,
+                    dir,
+                )
+                .map(|_| ())
+            },
+        )?;
         let size = file_size(&stage.path.join("disk.raw"));
         Ok((stage.path, stage.cached, size))
     })?;
 
     let qcow2_key = KeyBuilder::new("qcow2", Some(&disk_key)).finish();
     let qcow2_dir = timer.run("qcow2", || {
-        let stage = cache.stage("qcow2", &qcow2_key, |_| true, |dir| {
-            disk::to_qcow2(&disk_dir.join("disk.raw"), &dir.join("disk.qcow2"))
-        })?;
+        let stage = cache.stage(
+            "qcow2",
+            &qcow2_key,
+            |_| true,
+            |dir| disk::to_qcow2(&disk_dir.join("disk.raw"), &dir.join("disk.qcow2")),
+        )?;
         let size = file_size(&stage.path.join("disk.qcow2"));
         Ok((stage.path, stage.cached, size))
     })?;
@@ -395,10 +420,15 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("forbidden", harden::FORBIDDEN_PATHS)
         .finish();
     timer.run("audit", || {
-        let stage = cache.stage("audit", &audit_key, |_| true, |dir| {
-            let problems = audit_qcow2(&qcow2_dir.join("disk.qcow2"), dir)?;
-            harden::check_audit(&problems, "the root filesystem in disk.qcow2")
-        })?;
+        let stage = cache.stage(
+            "audit",
+            &audit_key,
+            |_| true,
+            |dir| {
+                let problems = audit_qcow2(&qcow2_dir.join("disk.qcow2"), dir)?;
+                harden::check_audit(&problems, "the root filesystem in disk.qcow2")
+            },
+        )?;
         Ok(((), stage.cached, None))
     })?;
 
@@ -577,10 +607,20 @@ pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
     let target_dir = workspace.join("target/cvm-status");
     Cmd::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--quiet", "--release", "--locked", "-p", "guest-image"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "guest-image",
+        ])
         .args(["--bin", "cvm-status", "--target", CVM_STATUS_TARGET])
         .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols")
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=symbols",
+        )
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .run()
         .context("building the static cvm-status binary for the guest")?;
@@ -591,7 +631,10 @@ pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
 
 /// Prints the final table of stages, times and sizes on stderr.
 pub fn print_report(report: &BuildReport) {
-    eprintln!("{:<12} {:>9} {:>8} {:>10}", "stage", "seconds", "cached", "size MB");
+    eprintln!(
+        "{:<12} {:>9} {:>8} {:>10}",
+        "stage", "seconds", "cached", "size MB"
+    );
     for stage in &report.stages {
         eprintln!(
             "{:<12} {:>9.1} {:>8} {:>10}",
@@ -636,8 +679,12 @@ pub struct Inspection {
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let path = dir.join("manifest.json");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest: manifest::Manifest = serde_json::from_str(&text)
-        .map_err(|err| cvm_core::error::bad_input(format!("{}: not a manifest ({err}); rebuild the image", path.display())))?;
+    let manifest: manifest::Manifest = serde_json::from_str(&text).map_err(|err| {
+        cvm_core::error::bad_input(format!(
+            "{}: not a manifest ({err}); rebuild the image",
+            path.display()
+        ))
+    })?;
     let uki_path = dir.join("uki.efi");
     let uki = fs::read(&uki_path).with_context(|| format!("reading {}", uki_path.display()))?;
     let uki_sections = uki::sections(&uki)?
@@ -666,7 +713,10 @@ pub fn inspection_text(inspection: &Inspection) -> String {
         format!("cmdline     {}", inspection.uki_cmdline),
     ];
     for (name, artifact) in &m.artifacts {
-        lines.push(format!("artifact    {name:<14} {:>11} {}", artifact.size, artifact.sha256));
+        lines.push(format!(
+            "artifact    {name:<14} {:>11} {}",
+            artifact.size, artifact.sha256
+        ));
     }
     for (name, size) in &inspection.uki_sections {
         lines.push(format!("uki section {name:<14} {size:>11}"));

@@ -54,8 +54,7 @@ pub fn build(tree: &Path, epoch: u64, key: &str, stage: &Path) -> Result<String>
         .arg(&verity)
         .read()
         .context("building the dm-verity hash tree")?;
-    let root_hash =
-        parse_root_hash(&output).context("veritysetup format printed no root hash")?;
+    let root_hash = parse_root_hash(&output).context("veritysetup format printed no root hash")?;
     std::fs::write(stage.join("roothash"), &root_hash)?;
     Ok(root_hash)
 }

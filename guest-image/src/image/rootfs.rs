@@ -95,7 +95,10 @@ pub fn is_ubuntu_suite(suite: &str) -> bool {
         return true;
     }
     fs::read_to_string("/usr/share/distro-info/ubuntu.csv")
-        .map(|csv| csv.lines().any(|line| line.split(',').nth(2) == Some(suite)))
+        .map(|csv| {
+            csv.lines()
+                .any(|line| line.split(',').nth(2) == Some(suite))
+        })
         .unwrap_or(false)
 }
 
@@ -220,7 +223,10 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)
         ))
-        .env("SOURCE_DATE_EPOCH", model.guest.source_date_epoch.to_string());
+        .env(
+            "SOURCE_DATE_EPOCH",
+            model.guest.source_date_epoch.to_string(),
+        );
     if ubuntu {
         command = command.arg(format!("--keyring={UBUNTU_KEYRING}"));
     }
@@ -229,7 +235,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         None => mirror_lines(model, &components.replace(',', " ")),
     };
     command = command.arg(suite).arg(&tree).args(sources);
-    command.run().map_err(|err| explain_mmdebstrap(err, suite))?;
+    command
+        .run()
+        .map_err(|err| explain_mmdebstrap(err, suite))?;
 
     let modules = tree.join("usr/lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&modules)
@@ -311,7 +319,10 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
 
 /// Offline, the installed closure must be exactly the locked one (the local repository holds
 /// nothing else); the lock is then the resolved lock.
-fn offline_lock(wanted: &PackagesLock, installed: &[(String, String, String)]) -> Result<PackagesLock> {
+fn offline_lock(
+    wanted: &PackagesLock,
+    installed: &[(String, String, String)],
+) -> Result<PackagesLock> {
     let locked: Vec<(String, String, String)> = wanted
         .packages
         .iter()
@@ -320,7 +331,11 @@ fn offline_lock(wanted: &PackagesLock, installed: &[(String, String, String)]) -
     let mut sorted = locked.clone();
     sorted.sort();
     if sorted != installed {
-        let extra: Vec<_> = installed.iter().filter(|p| !sorted.contains(p)).map(|p| p.0.clone()).collect();
+        let extra: Vec<_> = installed
+            .iter()
+            .filter(|p| !sorted.contains(p))
+            .map(|p| p.0.clone())
+            .collect();
         bail!(
             "--offline: the installed packages differ from packages.lock (not locked: {}); run `cargo xtask guest lock` with network access",
             extra.join(", ")
@@ -331,7 +346,9 @@ fn offline_lock(wanted: &PackagesLock, installed: &[(String, String, String)]) -
 
 fn explain_mmdebstrap(err: anyhow::Error, suite: &str) -> anyhow::Error {
     let text = format!("{err:#}");
-    let hint = if text.contains("NO_PUBKEY") || text.contains("not signed") || text.contains("BADSIG")
+    let hint = if text.contains("NO_PUBKEY")
+        || text.contains("not signed")
+        || text.contains("BADSIG")
     {
         "the archive's signature could not be verified: install the archive keyring (ubuntu-keyring) and check the mirror"
     } else if text.contains("Could not resolve")
@@ -345,7 +362,9 @@ fn explain_mmdebstrap(err: anyhow::Error, suite: &str) -> anyhow::Error {
     } else {
         "see mmdebstrap's messages above"
     };
-    err.context(format!("building the {suite} root filesystem with mmdebstrap failed: {hint}"))
+    err.context(format!(
+        "building the {suite} root filesystem with mmdebstrap failed: {hint}"
+    ))
 }
 
 /// Reads the rootfs stage's outputs.

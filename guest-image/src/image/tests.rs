@@ -14,7 +14,7 @@ fn data(relative: &str) -> PathBuf {
 }
 
 fn read(relative: &str) -> String {
-    std::fs::read_to_string(data(relative)).expect("fixture exists")
+    fs::read_to_string(data(relative)).expect("fixture exists")
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn lock_is_resolved_from_dpkg_status_and_signed_indexes() {
     let resolved = lock::resolve("noble", &installed, &[ovmf], &indexes).unwrap();
     expect_file!["../../tests/data/image/lock/expected.lock"].assert_eq(&resolved.to_text());
     // The text parses back to the same lock, and it names no mirror.
-    let again = lock::PackagesLock::parse(&resolved.to_text(), Path::new("packages.lock")).unwrap();
+    let again = PackagesLock::parse(&resolved.to_text(), Path::new("packages.lock")).unwrap();
     assert_eq!(again, resolved);
     assert!(!resolved.to_text().contains("mirror.invalid"));
 }
@@ -53,7 +53,10 @@ fn check_pocket(file_name: &str, expect: Option<&str>) {
 
 #[test]
 fn pockets_come_from_apt_list_file_names() {
-    check_pocket("h_ubuntu_dists_noble_main_binary-amd64_Packages", Some("noble"));
+    check_pocket(
+        "h_ubuntu_dists_noble_main_binary-amd64_Packages",
+        Some("noble"),
+    );
     check_pocket(
         "h_ubuntu_dists_noble-updates_universe_binary-amd64_Packages",
         Some("noble-updates"),
@@ -65,28 +68,37 @@ fn pockets_come_from_apt_list_file_names() {
 #[test]
 fn lock_diff_and_pins() {
     let text = read("lock/expected.lock");
-    let lock = lock::PackagesLock::parse(&text, Path::new("expected.lock")).unwrap();
+    let lock = PackagesLock::parse(&text, Path::new("expected.lock")).unwrap();
     assert!(lock.diff(&lock).is_empty());
     let mut changed = lock.clone();
     changed.packages[0].version = "9.9".to_owned();
     let diff = lock.diff(&changed);
     assert_eq!(diff.len(), 2, "{diff:?}");
-    assert!(lock
-        .apt_preferences()
-        .contains(&format!("Package: {}\nPin: version {}\nPin-Priority: 1001\n", lock.packages[0].name, lock.packages[0].version)));
+    assert!(lock.apt_preferences().contains(&format!(
+        "Package: {}\nPin: version {}\nPin-Priority: 1001\n",
+        lock.packages[0].name, lock.packages[0].version
+    )));
 }
 
 #[test]
 fn a_malformed_lock_is_bad_input_naming_the_file() {
-    let err = lock::PackagesLock::parse("version = \"one\"", Path::new("/x/packages.lock"))
-        .unwrap_err();
+    let err =
+        PackagesLock::parse("version = \"one\"", Path::new("/x/packages.lock")).unwrap_err();
     assert!(cvm_core::error::is_bad_input(&err));
-    assert!(err.to_string().starts_with("/x/packages.lock: not a valid packages.lock"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/x/packages.lock: not a valid packages.lock"),
+        "{err}"
+    );
 }
 
 #[track_caller]
 fn check_glob(pattern: &str, name: &str, expect: bool) {
-    assert_eq!(harden::glob_component(pattern, name), expect, "{pattern} ~ {name}");
+    assert_eq!(
+        harden::glob_component(pattern, name),
+        expect,
+        "{pattern} ~ {name}"
+    );
 }
 
 #[test]
@@ -120,19 +132,27 @@ fn the_audit_finds_forbidden_paths_and_setuid_files() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::write(root.join("usr/bin/true"), "").unwrap();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("usr/bin/true"), "").unwrap();
     assert_eq!(harden::audit_tree(root).unwrap(), Vec::<String>::new());
     std::os::unix::fs::symlink("dash", root.join("usr/bin/sh")).unwrap();
-    std::fs::write(root.join("usr/bin/helper"), "").unwrap();
-    std::fs::set_permissions(root.join("usr/bin/helper"), std::fs::Permissions::from_mode(0o4755))
-        .unwrap();
+    fs::write(root.join("usr/bin/helper"), "").unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/helper"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     assert_eq!(
         harden::audit_tree(root).unwrap(),
-        ["forbidden path /usr/bin/sh", "setuid/setgid file /usr/bin/helper (mode 4755)"]
+        [
+            "forbidden path /usr/bin/sh",
+            "setuid/setgid file /usr/bin/helper (mode 4755)"
+        ]
     );
     let err = harden::check_audit(&harden::audit_tree(root).unwrap(), "the test tree").unwrap_err();
-    assert!(err.to_string().starts_with("the audit of the test tree found 2 problem(s)"));
+    assert!(err
+        .to_string()
+        .starts_with("the audit of the test tree found 2 problem(s)"));
 }
 
 /// A minimal PE32+ image: DOS header, PE header, optional header, one `.text` section.
@@ -197,7 +217,10 @@ fn uki_sections_are_appended_aligned_and_read_back() {
         uki::section_data(&image, ".cmdline").unwrap(),
         Some(&b"console=ttyS0"[..])
     );
-    assert_eq!(uki::section_data(&image, ".linux").unwrap().unwrap(), &[9u8; 3000][..]);
+    assert_eq!(
+        uki::section_data(&image, ".linux").unwrap().unwrap(),
+        &[9u8; 3000][..]
+    );
     // Same inputs, same bytes.
     assert_eq!(uki::build(&stub, &parts).unwrap(), image);
 }
@@ -210,7 +233,10 @@ fn a_stub_without_room_for_section_headers_is_refused() {
     let table_end = (optional + 240 + 40) as u32;
     stub[optional + 60..optional + 64].copy_from_slice(&table_end.to_le_bytes());
     let err = uki::add_sections(&stub, &[(".osrel", b"x")]).unwrap_err();
-    assert_eq!(err.to_string(), "the stub's PE header has no room for 1 more section headers");
+    assert_eq!(
+        err.to_string(),
+        "the stub's PE header has no room for 1 more section headers"
+    );
     assert!(uki::sections(b"not a PE").is_err());
 }
 
@@ -268,7 +294,10 @@ fn status_line_round_trips() {
         line,
         r#"CVM-STATUS {"ready":true,"kernel":"6.17.0-42-generic","tee":"none","verity":"active","failed_units":[],"gpu_cc":"n/a","measurement":null}"#
     );
-    assert_eq!(status::strip_escapes("\u{1b}[2J\u{1b}[01;01HBdsDxe: x"), "BdsDxe: x");
+    assert_eq!(
+        status::strip_escapes("\u{1b}[2J\u{1b}[01;01HBdsDxe: x"),
+        "BdsDxe: x"
+    );
 }
 
 #[test]
@@ -284,12 +313,23 @@ fn cmdline_carries_the_root_hash_and_hardening() {
 
 #[test]
 fn stage_keys_chain_and_stale_mounts_are_found() {
-    let a = cache::KeyBuilder::new("uki", Some("k1")).text("cmdline", "x").finish();
-    let b = cache::KeyBuilder::new("uki", Some("k2")).text("cmdline", "x").finish();
-    let c = cache::KeyBuilder::new("uki", Some("k1")).text("cmdline", "y").finish();
+    let a = KeyBuilder::new("uki", Some("k1"))
+        .text("cmdline", "x")
+        .finish();
+    let b = KeyBuilder::new("uki", Some("k2"))
+        .text("cmdline", "x")
+        .finish();
+    let c = KeyBuilder::new("uki", Some("k1"))
+        .text("cmdline", "y")
+        .finish();
     assert_ne!(a, b);
     assert_ne!(a, c);
-    assert_eq!(a, cache::KeyBuilder::new("uki", Some("k1")).text("cmdline", "x").finish());
+    assert_eq!(
+        a,
+        KeyBuilder::new("uki", Some("k1"))
+            .text("cmdline", "x")
+            .finish()
+    );
     let mountinfo = "22 1 0:21 / /proc rw - proc proc rw\n\
                      90 30 0:5 / /t/cache/x.tmp-1/tree/dev rw - devtmpfs udev rw\n\
                      91 90 0:6 / /t/cache/x.tmp-1/tree/dev/pts rw - devpts devpts rw\n";
@@ -300,6 +340,9 @@ fn stage_keys_chain_and_stale_mounts_are_found() {
             PathBuf::from("/t/cache/x.tmp-1/tree/dev")
         ]
     );
-    assert_eq!(cache::temporary_pid(Path::new("/t/.cvm-base.tmp-4242")), Some(4242));
+    assert_eq!(
+        cache::temporary_pid(Path::new("/t/.cvm-base.tmp-4242")),
+        Some(4242)
+    );
     assert_eq!(cache::temporary_pid(Path::new("/t/cvm-base")), None);
 }

@@ -59,7 +59,10 @@ struct Layout {
 }
 
 fn layout(image: &[u8]) -> Result<Layout> {
-    ensure!(image.get(0..2) == Some(b"MZ"), "not a PE image: no MZ header");
+    ensure!(
+        image.get(0..2) == Some(b"MZ"),
+        "not a PE image: no MZ header"
+    );
     let pe = read_u32(image, 0x3c)? as usize;
     ensure!(
         image.get(pe..pe + 4) == Some(b"PE\0\0"),
@@ -156,7 +159,10 @@ pub fn add_sections(stub: &[u8], added: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     let mut image = stub[..raw_end.max(size_of_headers)].to_vec();
     let mut initialized = u64::from(read_u32(stub, layout.optional + 8)?);
     for (index, (name, data)) in added.iter().enumerate() {
-        ensure!(name.len() <= 8, "PE section name {name} is longer than 8 bytes");
+        ensure!(
+            name.len() <= 8,
+            "PE section name {name} is longer than 8 bytes"
+        );
         let address = align_up(next_address, section_alignment);
         let offset = align_up(image.len() as u64, file_alignment);
         let raw_size = align_up(data.len() as u64, file_alignment);

@@ -46,10 +46,12 @@ fn built(test: &str) -> Option<&'static Built> {
     match result {
         Ok(built) => Some(built),
         Err(reason)
-            if reason.contains("unreachable")
-                || reason.contains("missing host packages") =>
+            if reason.contains("unreachable") || reason.contains("missing host packages") =>
         {
-            cvm_core::skip::skip(test, &format!("cannot build the default image here: {reason}"));
+            cvm_core::skip::skip(
+                test,
+                &format!("cannot build the default image here: {reason}"),
+            );
             None
         }
         Err(reason) => panic!("building the default image failed: {reason}"),
@@ -81,7 +83,9 @@ fn build_into(out: &Path, no_cache: bool) -> anyhow::Result<Built> {
 static BOOTS: Mutex<()> = Mutex::new(());
 
 fn boot_it(artifacts: &Path, disk: PathBuf, mode: boot::BootMode, name: &str) -> boot::BootOutcome {
-    let _guard = BOOTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = BOOTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let outcome = boot::boot(&boot::BootRequest {
         artifacts,
         disk,
@@ -112,7 +116,13 @@ fn built_disk_passes_qemu_img_check() {
         .read()
         .expect("qemu-img check passes");
     assert!(output.contains("No errors were found"), "{output}");
-    for name in ["uki.efi", "disk.qcow2", "firmware.fd", "packages.lock", "manifest.json"] {
+    for name in [
+        "uki.efi",
+        "disk.qcow2",
+        "firmware.fd",
+        "packages.lock",
+        "manifest.json",
+    ] {
         assert!(built.out.join(name).is_file(), "{name} is missing");
     }
     let manifest: image::manifest::Manifest =
@@ -124,7 +134,10 @@ fn built_disk_passes_qemu_img_check() {
         assert_eq!(manifest.artifacts[name].sha256, sha256, "{name}");
         assert_eq!(manifest.artifacts[name].size, size, "{name}");
     }
-    assert!(manifest.packages.iter().any(|p| p.name.starts_with("linux-image-6.17")));
+    assert!(manifest
+        .packages
+        .iter()
+        .any(|p| p.name.starts_with("linux-image-6.17")));
 }
 
 #[test]
@@ -156,8 +169,7 @@ fn uki_has_the_standard_sections_and_the_root_hash() {
 
 #[test]
 fn audit_reads_the_finished_disk_and_refuses_forbidden_files() {
-    if !cvm_core::skip::require_slow("audit_reads_the_finished_disk_and_refuses_forbidden_files")
-    {
+    if !cvm_core::skip::require_slow("audit_reads_the_finished_disk_and_refuses_forbidden_files") {
         return;
     }
     let Some(built) = built("audit_reads_the_finished_disk_and_refuses_forbidden_files") else {
@@ -173,7 +185,11 @@ fn audit_reads_the_finished_disk_and_refuses_forbidden_files() {
     fs::create_dir_all(tree.join("usr/bin")).unwrap();
     fs::write(tree.join("usr/bin/bash"), "#!").unwrap();
     fs::write(tree.join("usr/bin/helper"), "").unwrap();
-    fs::set_permissions(tree.join("usr/bin/helper"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(
+        tree.join("usr/bin/helper"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     let stage = work.path().join("bad-stage");
     fs::create_dir_all(&stage).unwrap();
     let root_hash = image::root_image::build(&tree, 1_700_000_000, "bad", &stage).unwrap();
@@ -209,7 +225,12 @@ fn boots_from_the_disk() {
     let Some(built) = built("boots_from_the_disk") else {
         return;
     };
-    let outcome = boot_it(&built.out, built.out.join("disk.qcow2"), boot::BootMode::Disk, "disk");
+    let outcome = boot_it(
+        &built.out,
+        built.out.join("disk.qcow2"),
+        boot::BootMode::Disk,
+        "disk",
+    );
     assert!(
         outcome.ok(),
         "{:?}\n{}",
@@ -229,7 +250,12 @@ fn boots_the_uki_directly() {
     let Some(built) = built("boots_the_uki_directly") else {
         return;
     };
-    let outcome = boot_it(&built.out, built.out.join("disk.qcow2"), boot::BootMode::Direct, "direct");
+    let outcome = boot_it(
+        &built.out,
+        built.out.join("disk.qcow2"),
+        boot::BootMode::Direct,
+        "direct",
+    );
     assert!(
         outcome.ok(),
         "{:?}\n{}",
@@ -255,7 +281,11 @@ fn a_tampered_root_fails_with_a_dm_verity_message() {
         .run()
         .unwrap();
     {
-        let mut file = fs::OpenOptions::new().read(true).write(true).open(&raw).unwrap();
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&raw)
+            .unwrap();
         let root = disk::read_gpt(&mut file)
             .unwrap()
             .into_iter()
@@ -276,7 +306,10 @@ fn a_tampered_root_fails_with_a_dm_verity_message() {
     assert!(!outcome.ok());
     assert!(outcome.status.is_none(), "{:?}", outcome.status);
     let failure = outcome.failure.unwrap();
-    assert!(failure.starts_with("dm-verity refused the root filesystem"), "{failure}");
+    assert!(
+        failure.starts_with("dm-verity refused the root filesystem"),
+        "{failure}"
+    );
 }
 
 #[test]

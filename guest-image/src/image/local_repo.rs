@@ -70,10 +70,11 @@ pub fn write(lock: &PackagesLock, deb_cache: &Path, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The apt source line for the repository at `repo`.
+/// The apt source line for the flat repository at `repo`. apt's `copy:` method copies the
+/// packages into the chroot's archive directory, where dpkg inside the chroot can read them.
 pub fn source_line(repo: &Path, trusted: bool) -> String {
     let options = if trusted { "[trusted=yes] " } else { "" };
-    format!("deb {options}file://{} ./", repo.display())
+    format!("deb {options}copy://{} ./", repo.display())
 }
 
 /// Adds a `dists/` layout (the suite and its -updates and -security pockets, component `main`)

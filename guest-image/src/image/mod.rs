@@ -599,7 +599,8 @@ pub fn require_artifacts(dir: &Path) -> Result<()> {
 /// target can be installed here).
 pub const CVM_STATUS_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds the static `cvm-status` binary of this workspace with cargo and returns its path. It has
+/// Builds the static `cvm-status` binary of this workspace with cargo (offline: its dependencies
+/// are the workspace's, already fetched to build the caller) and returns its path. It has
 /// its own target directory (`target/cvm-status`) so that it can be built while another cargo
 /// (a running `cargo test`) holds the lock of the main one.
 pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
@@ -612,6 +613,7 @@ pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
             "--quiet",
             "--release",
             "--locked",
+            "--offline",
             "-p",
             "guest-image",
         ])

@@ -211,11 +211,11 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
         .arg("--customize-hook=chroot \"$1\" update-initramfs -u -k all")
         .arg(format!(
-            "--customize-hook=chroot \"$1\" apt-get install --download-only -y {}",
+            "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
             BUILD_PACKAGES.join(" ")
         ))
         .arg(format!(
-            "--customize-hook=chroot \"$1\" apt-cache show --no-all-versions {} > {}",
+            "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-cache show --no-all-versions {} > {}",
             BUILD_PACKAGES.join(" "),
             q(&build_list)
         ))

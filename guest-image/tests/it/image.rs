@@ -59,6 +59,10 @@ fn built(test: &str) -> Option<&'static Built> {
 }
 
 fn build_into(out: &Path, no_cache: bool) -> anyhow::Result<Built> {
+    build_with(out, no_cache, false)
+}
+
+fn build_with(out: &Path, no_cache: bool, offline: bool) -> anyhow::Result<Built> {
     let model = cvm_core::model::load(None)?;
     let cvm_status = image::build_cvm_status(&workspace())?;
     let report = image::build(
@@ -69,7 +73,7 @@ fn build_into(out: &Path, no_cache: bool) -> anyhow::Result<Built> {
             lock_path: test_dir().join("cvm-base.packages.lock"),
             locked: false,
             no_cache,
-            offline: false,
+            offline,
             cvm_status,
             lock_only: false,
             post_stages: Vec::new(),
@@ -364,4 +368,61 @@ fn a_mirror_without_a_valid_signature_is_refused() {
         text.contains("signature could not be verified") && text.contains("is not signed"),
         "{text}"
     );
+}
+
+/// Set (to the shared image's directory) when this test binary runs itself inside an empty
+/// network namespace for [`an_offline_build_needs_no_network`].
+const OFFLINE_INNER_ENV: &str = "CVM_TEST_OFFLINE_INNER";
+
+#[test]
+fn an_offline_build_needs_no_network() {
+    if !cvm_core::skip::require_slow("an_offline_build_needs_no_network") {
+        return;
+    }
+    let Some(built) = built("an_offline_build_needs_no_network") else {
+        return;
+    };
+    if cvm_core::deps::find_tool("unshare").is_none() {
+        cvm_core::skip::skip("an_offline_build_needs_no_network", "no unshare(1) here");
+        return;
+    }
+    // The same test binary, inside a network namespace with no interface but lo (down).
+    let output = Cmd::new("unshare")
+        .arg("--net")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "image::offline_build_inside_the_namespace", "--nocapture"])
+        .env(OFFLINE_INNER_ENV, &built.out)
+        .env(cvm_core::skip::SLOW_TESTS_ENV, "1")
+        .timeout(Duration::from_secs(900))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "offline build failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The inner half of [`an_offline_build_needs_no_network`]: a `--offline --no-cache` build from
+/// the lock and the package cache must give the same UKI and disk as the online build.
+#[test]
+fn offline_build_inside_the_namespace() {
+    let Some(online) = std::env::var_os(OFFLINE_INNER_ENV).map(PathBuf::from) else {
+        cvm_core::skip::skip(
+            "offline_build_inside_the_namespace",
+            "runs only inside an_offline_build_needs_no_network's empty network namespace",
+        );
+        return;
+    };
+    // Prove there is no network here: /proc/net/dev lists only the loopback interface.
+    let interfaces = fs::read_to_string("/proc/net/dev").unwrap();
+    assert_eq!(interfaces.lines().count(), 3, "{interfaces}");
+    let offline =
+        build_with(&test_dir().join("cvm-base-offline"), true, true).expect("offline build");
+    for name in ["uki.efi", "disk.qcow2", "packages.lock"] {
+        let first = cvm_core::hash::sha256_file(&online.join(name)).unwrap();
+        let second = cvm_core::hash::sha256_file(&offline.out.join(name)).unwrap();
+        assert_eq!(first, second, "{name} differs between the online and the offline build");
+    }
 }

@@ -102,6 +102,14 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
     ),
     ("zstd", tool("zstd", "zstd", "compressing the initrd")),
     (
+        "setpriv",
+        tool(
+            "setpriv",
+            "util-linux",
+            "stopping mmdebstrap when a build is killed",
+        ),
+    ),
+    (
         "dpkg-deb",
         tool(
             "dpkg-deb",
@@ -109,7 +117,6 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
             "unpacking the firmware and UKI stub packages",
         ),
     ),
-
     (
         "gpgv",
         tool("gpgv", "gpgv", "verifying signed package indexes"),

@@ -15,6 +15,8 @@ use crate::{flags::CiArgs, project_root};
 /// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
 const TEST_REQUIREMENTS: &[&str] = &[
     "mmdebstrap",
+    "setpriv",
+    "unshare",
     "ubuntu-archive-keyring",
     "mkfs.erofs",
     "fsck.erofs",

@@ -89,12 +89,21 @@ pub fn run(command: GuestCommand) -> Result<ExitCode> {
             eprintln!(
                 "{:>12} accelerator {}",
                 "Using",
-                if kvm { "kvm" } else { "tcg (KVM cannot run firmware here)" }
+                if kvm {
+                    "kvm"
+                } else {
+                    "tcg (KVM cannot run firmware here)"
+                }
             );
             let mut failed = false;
             let mut results = Vec::new();
             for mode in [boot::BootMode::Disk, boot::BootMode::Direct] {
-                eprintln!("{:>12} {} boot of {}", "Booting", mode.as_str(), artifacts.display());
+                eprintln!(
+                    "{:>12} {} boot of {}",
+                    "Booting",
+                    mode.as_str(),
+                    artifacts.display()
+                );
                 let outcome = boot::boot(&boot::BootRequest {
                     artifacts: &artifacts,
                     disk: artifacts.join("disk.qcow2"),

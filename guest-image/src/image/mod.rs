@@ -40,6 +40,8 @@ const PIPELINE_VERSION: &str = "1";
 /// The host tools the build runs (names in `cvm_core::deps::REQUIREMENTS`).
 pub const BUILD_REQUIREMENTS: &[&str] = &[
     "mmdebstrap",
+    "setpriv",
+    "unshare",
     "ubuntu-archive-keyring",
     "mkfs.erofs",
     "fsck.erofs",
@@ -532,7 +534,17 @@ fn update_lock(
                 fs::create_dir_all(parent)
                     .with_context(|| format!("creating {}", parent.display()))?;
             }
-            progress("Writing", &options.lock_path.display().to_string());
+            match existing {
+                Some(lock) => progress(
+                    "Updating",
+                    &format!(
+                        "{} ({} package change(s): the archive no longer serves some locked versions)",
+                        options.lock_path.display(),
+                        lock.diff(resolved).len()
+                    ),
+                ),
+                None => progress("Writing", &options.lock_path.display().to_string()),
+            }
             fs::write(&options.lock_path, resolved.to_text())
                 .with_context(|| format!("writing {}", options.lock_path.display()))
         }

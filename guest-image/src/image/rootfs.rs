@@ -191,7 +191,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     include.extend(model.guest.packages.iter().cloned());
     let build_list = stage.join("build-packages.txt");
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
-    let mut command = Cmd::new("mmdebstrap")
+    // mmdebstrap runs in a private mount namespace, so the /proc, /sys and /dev mounts of its
+    // chroot are never visible on the host and vanish with it; setpriv --pdeathsig makes it stop
+    // (SIGTERM) when this build is killed, even with SIGKILL, instead of running on as an orphan.
+    let mut command = Cmd::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .args(["setpriv", "--pdeathsig", "TERM", "mmdebstrap"])
         .args(["--mode=root", "--variant=apt"])
         .arg(format!("--components={components}"))
         .arg(format!("--include={}", include.join(",")))

@@ -82,8 +82,7 @@ fn lock_diff_and_pins() {
 
 #[test]
 fn a_malformed_lock_is_bad_input_naming_the_file() {
-    let err =
-        PackagesLock::parse("version = \"one\"", Path::new("/x/packages.lock")).unwrap_err();
+    let err = PackagesLock::parse("version = \"one\"", Path::new("/x/packages.lock")).unwrap_err();
     assert!(cvm_core::error::is_bad_input(&err));
     assert!(
         err.to_string()

@@ -390,7 +390,11 @@ fn an_offline_build_needs_no_network() {
     let output = Cmd::new("unshare")
         .arg("--net")
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "image::offline_build_inside_the_namespace", "--nocapture"])
+        .args([
+            "--exact",
+            "image::offline_build_inside_the_namespace",
+            "--nocapture",
+        ])
         .env(OFFLINE_INNER_ENV, &built.out)
         .env(cvm_core::skip::SLOW_TESTS_ENV, "1")
         .timeout(Duration::from_secs(900))
@@ -423,6 +427,9 @@ fn offline_build_inside_the_namespace() {
     for name in ["uki.efi", "disk.qcow2", "packages.lock"] {
         let first = cvm_core::hash::sha256_file(&online.join(name)).unwrap();
         let second = cvm_core::hash::sha256_file(&offline.out.join(name)).unwrap();
-        assert_eq!(first, second, "{name} differs between the online and the offline build");
+        assert_eq!(
+            first, second,
+            "{name} differs between the online and the offline build"
+        );
     }
 }

@@ -231,6 +231,32 @@ impl Cmd {
             .with_context(|| format!("parsing the JSON printed by `{self}`"))
     }
 
+    /// Starts the command in the background with stdin, stdout and stderr set to null (for long
+    /// running children such as a QEMU guest whose output goes to a file); the caller waits for or
+    /// kills the returned child.
+    pub fn spawn_background(&self) -> Result<std::process::Child> {
+        tracing::debug!(command = %self, "starting in the background");
+        #[allow(clippy::disallowed_methods)] // This is the one place allowed to spawn processes.
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        command
+            .spawn()
+            .map_err(|err| anyhow!("starting `{self}`: {err}"))
+    }
+
     /// Runs the command with stdout and stderr passed through to ours (for long steps whose own
     /// progress the user should see); the error still names the command line.
     pub fn run_inherit(&self) -> Result<()> {

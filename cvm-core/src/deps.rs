@@ -102,6 +102,22 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
     ),
     ("zstd", tool("zstd", "zstd", "compressing the initrd")),
     (
+        "setpriv",
+        tool(
+            "setpriv",
+            "util-linux",
+            "stopping mmdebstrap when a build is killed",
+        ),
+    ),
+    (
+        "dpkg-deb",
+        tool(
+            "dpkg-deb",
+            "dpkg",
+            "unpacking the firmware and UKI stub packages",
+        ),
+    ),
+    (
         "gpgv",
         tool("gpgv", "gpgv", "verifying signed package indexes"),
     ),

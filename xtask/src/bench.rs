@@ -1,17 +1,18 @@
 //! `cargo xtask bench …`: benchmarks that print ratios measured in one run (never pass/fail targets).
 
 mod host_check;
+mod image;
 mod measure;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::{flags::BenchCommand, not_implemented};
+use crate::flags::BenchCommand;
 
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
-        BenchCommand::Image(_) => Err(not_implemented("bench image", 3)),
+        BenchCommand::Image(args) => image::image(args),
         BenchCommand::Measure(args) => measure::measure(args),
         BenchCommand::HostCheck(args) => host_check::host_check(args),
     }

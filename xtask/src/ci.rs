@@ -12,7 +12,8 @@ use xshell::{cmd, Shell};
 
 use crate::{flags::CiArgs, project_root};
 
-/// Host tools the test suites use (names from cvm_core::deps::REQUIREMENTS).
+/// Host tools the test suites use beyond what `guest build` and `guest boot` need (names from
+/// cvm_core::deps::REQUIREMENTS).
 const TEST_REQUIREMENTS: &[&str] = &[
     "shellcheck",
     "virt-xml-validate",
@@ -38,8 +39,13 @@ pub fn run(args: CiArgs) -> Result<ExitCode> {
         InstallPolicy::Install
     };
     step("Checking", "test tools");
-    cvm_core::deps::ensure(TEST_REQUIREMENTS, policy)
-        .context("installing the tools the tests need")?;
+    let requirements: Vec<&str> = guest_image::image::BUILD_REQUIREMENTS
+        .iter()
+        .chain(guest_image::image::BOOT_REQUIREMENTS)
+        .chain(TEST_REQUIREMENTS)
+        .copied()
+        .collect();
+    cvm_core::deps::ensure(&requirements, policy).context("installing the tools the tests need")?;
 
     step("Checking", "formatting (cargo fmt --check)");
     cmd!(sh, "cargo fmt --all -- --check")

@@ -1,1 +1,729 @@
-//! The guest image build pipeline and the emulated boot test (issue 3).
+//! The guest image build pipeline and the emulated boot test (issue 3, DESIGN.md §4 and §5).
+//!
+//! Stages (each content-addressed in [`cache`]): `rootfs` (mmdebstrap, the initrd, the lock) →
+//! `harden` (distroless) → `root-image` (erofs + dm-verity) → `uki` → `disk` → `qcow2` → `audit`
+//! (reads the erofs back out of disk.qcow2) → `measure` ([`crate::measure`]) → `render`
+//! ([`crate::launch`]) → manifest. The output is built in a temporary sibling directory and renamed into
+//! place only when complete.
+
+pub mod bench;
+pub mod boot;
+pub mod cache;
+pub mod disk;
+pub mod harden;
+pub mod local_repo;
+pub mod lock;
+pub mod manifest;
+pub mod root_image;
+pub mod rootfs;
+pub mod status;
+pub mod uki;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use cvm_core::{cmd::Cmd, model::LoadedModel};
+
+use cache::{Cache, KeyBuilder};
+use lock::PackagesLock;
+
+/// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
+const PIPELINE_VERSION: &str = "1";
+
+/// The host tools the build runs (names in `cvm_core::deps::REQUIREMENTS`).
+pub const BUILD_REQUIREMENTS: &[&str] = &[
+    "mmdebstrap",
+    "setpriv",
+    "unshare",
+    "ubuntu-archive-keyring",
+    "mkfs.erofs",
+    "fsck.erofs",
+    "veritysetup",
+    "mkfs.vfat",
+    "mcopy",
+    "sfdisk",
+    "qemu-img",
+    "dpkg-deb",
+];
+
+/// The host tools `guest boot` runs.
+pub const BOOT_REQUIREMENTS: &[&str] = &["qemu-system-x86_64", "ovmf"];
+
+/// Options of one build.
+pub struct BuildOptions {
+    /// The final output directory (`target/cvm/<name>`).
+    pub out: PathBuf,
+    /// The stage cache (`target/cvm-cache`).
+    pub cache: PathBuf,
+    /// Where packages.lock is read from and written to.
+    pub lock_path: PathBuf,
+    /// Fail instead of changing the lock.
+    pub locked: bool,
+    /// Rebuild every stage (downloaded packages are kept).
+    pub no_cache: bool,
+    /// Build from the lock and the package cache alone, with no network access.
+    pub offline: bool,
+    /// The statically linked readiness binary to install in the guest.
+    pub cvm_status: PathBuf,
+    /// Stop after resolving the lock (`guest lock`).
+    pub lock_only: bool,
+}
+
+/// Timing and size of one stage, for the final table.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// Stage name.
+    pub name: &'static str,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// True when the output came from the cache.
+    pub cached: bool,
+    /// The size of the stage's main output, when it has one.
+    pub bytes: Option<u64>,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct BuildReport {
+    /// The output directory.
+    pub out: PathBuf,
+    /// Per-stage timings.
+    pub stages: Vec<StageReport>,
+    /// The dm-verity root hash.
+    pub root_hash: String,
+    /// The total wall time.
+    pub seconds: f64,
+}
+
+fn progress(verb: &str, what: &str) {
+    eprintln!("{verb:>12} {what}");
+}
+
+fn file_size(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.len())
+}
+
+struct Timer {
+    stages: Vec<StageReport>,
+}
+
+impl Timer {
+    fn run<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<(T, bool, Option<u64>)>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        progress("Running", name);
+        let (value, cached, bytes) = f().with_context(|| format!("stage {name}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let how = if cached { "cached" } else { "built" };
+        let size = bytes
+            .map(|b| format!(", {:.1} MB", b as f64 / 1e6))
+            .unwrap_or_default();
+        progress(
+            "Finished",
+            &format!("{name} ({how}) in {seconds:.1}s{size}"),
+        );
+        self.stages.push(StageReport {
+            name,
+            seconds,
+            cached,
+            bytes,
+        });
+        Ok(value)
+    }
+}
+
+/// Reads the lock at `path`, if there is one.
+pub fn read_lock(path: &Path) -> Result<Option<PackagesLock>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(PackagesLock::parse(&text, path)?)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The kernel command line of the UKI.
+pub fn kernel_cmdline(root_hash: &str, extra: &[String]) -> String {
+    let mut words = vec![
+        "console=ttyS0,115200".to_owned(),
+        "root=/dev/mapper/root".to_owned(),
+        "rootfstype=erofs".to_owned(),
+        "ro".to_owned(),
+        format!("cvm.roothash={root_hash}"),
+        "cvm.verity_data=PARTLABEL=root".to_owned(),
+        "cvm.verity_hash=PARTLABEL=root-verity".to_owned(),
+        "lockdown=integrity".to_owned(),
+        "module.sig_enforce=1".to_owned(),
+        "panic=-1".to_owned(),
+    ];
+    words.extend(extra.iter().cloned());
+    words.join(" ")
+}
+
+fn tool_version(tool: &str, args: &[&str]) -> String {
+    Cmd::new(tool)
+        .args(args)
+        .output()
+        .map(|out| {
+            let text = if out.stdout.is_empty() {
+                out.stderr
+            } else {
+                out.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// The versions of the tools whose output lands in the image (recorded in the manifest and part of
+/// the stage keys).
+pub fn tool_versions() -> Vec<(String, String)> {
+    [
+        ("mmdebstrap", vec!["--version"]),
+        ("mkfs.erofs", vec!["--version"]),
+        ("veritysetup", vec!["--version"]),
+        ("mkfs.vfat", vec!["--help"]),
+        ("mtools", vec!["--version"]),
+        ("sfdisk", vec!["--version"]),
+        ("qemu-img", vec!["--version"]),
+    ]
+    .into_iter()
+    .map(|(tool, args)| {
+        let program = if tool == "mtools" { "mcopy" } else { tool };
+        (tool.to_owned(), tool_version(program, &args))
+    })
+    .collect()
+}
+
+/// Runs the whole pipeline.
+pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> {
+    let started = Instant::now();
+    let guest = &model.model.guest;
+    let epoch = guest.source_date_epoch;
+    let _hold = cache::CacheLock::acquire(&options.cache)?;
+    let cache = Cache::new(&options.cache, options.no_cache)?;
+    let deb_cache = options.cache.join("debs");
+    let tools = tool_versions();
+    let tools_text: String = tools.iter().map(|(t, v)| format!("{t}={v}\n")).collect();
+    let existing_lock = read_lock(&options.lock_path)?;
+    let cvm_status = fs::read(&options.cvm_status)
+        .with_context(|| format!("reading {}", options.cvm_status.display()))?;
+    let mut timer = Timer { stages: Vec::new() };
+
+    // Stage rootfs: the key covers everything mmdebstrap sees except the lock; a cached output is
+    // reused only when its resolved lock equals the current lock file.
+    let mut key = KeyBuilder::new("rootfs", None)
+        .text("pipeline", PIPELINE_VERSION)
+        .text("suite", &guest.suite)
+        .text("mirror", guest.mirror.as_deref().unwrap_or(""))
+        .text("kernel", &guest.kernel)
+        .text("packages", &guest.packages.join(","))
+        .text("epoch", &epoch.to_string())
+        .text("tools", &tools_text)
+        .bytes("cvm-status", &cvm_status);
+    for file in rootfs::GUEST_FILES {
+        key = key.text(file.path, file.contents);
+    }
+    let rootfs_key = key.finish();
+    let wanted_lock = existing_lock.clone();
+    let rootfs_dir = timer.run("rootfs", || {
+        let stage = cache.stage(
+            "rootfs",
+            &rootfs_key,
+            |dir| match (&wanted_lock, rootfs::output(dir)) {
+                (None, Ok(_)) => true,
+                (Some(lock), Ok(out)) => lock.diff(&out.lock).is_empty(),
+                (_, Err(_)) => false,
+            },
+            |dir| {
+                let repo = dir.join("offline-repo");
+                if options.offline {
+                    let Some(lock) = &wanted_lock else {
+                        return Err(cvm_core::error::bad_input(format!(
+                            "--offline needs {}: build once with network access (or run `cargo xtask guest lock`)",
+                            options.lock_path.display()
+                        )));
+                    };
+                    progress("Offline", "making a local repository from packages.lock and the package cache");
+                    local_repo::write(lock, &deb_cache, &repo)?;
+                }
+                rootfs::build(
+                    &model.model,
+                    &rootfs::RootfsInputs {
+                        cvm_status: &options.cvm_status,
+                        lock: wanted_lock.as_ref(),
+                        deb_cache: &deb_cache,
+                        offline_repo: options.offline.then_some(repo.as_path()),
+                    },
+                    dir,
+                )?;
+                if repo.exists() {
+                    fs::remove_dir_all(&repo).context("removing the local repository")?;
+                }
+                Ok(())
+            },
+        )?;
+        let size = file_size(&stage.path.join("initrd.img"));
+        Ok((stage.path, stage.cached, size))
+    })?;
+    let rootfs_out = rootfs::output(&rootfs_dir)?;
+    update_lock(&options, existing_lock.as_ref(), &rootfs_out.lock)?;
+    if options.lock_only {
+        return Ok(BuildReport {
+            out: options.lock_path.clone(),
+            stages: timer.stages,
+            root_hash: String::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
+    let harden_key = KeyBuilder::new("harden", Some(&rootfs_key))
+        .text("lock", &rootfs_out.lock.to_text())
+        .text("purge", harden::PURGE_PACKAGES)
+        .text("remove", harden::REMOVE_PATHS)
+        .text("mask", harden::MASK_UNITS)
+        .finish();
+    let harden_dir = timer.run("harden", || {
+        let stage = cache.stage(
+            "harden",
+            &harden_key,
+            |_| true,
+            |dir| {
+                let tree = dir.join("tree");
+                Cmd::new("cp")
+                    .args(["-a", "--reflink=auto"])
+                    .arg(&rootfs_out.tree)
+                    .arg(&tree)
+                    .run()
+                    .context("copying the guest tree")?;
+                let report = harden::harden(&tree, &guest.kernel, &rootfs_out.kernel_version)?;
+                progress(
+                    "Hardened",
+                    &format!(
+                        "{} paths removed, {} setuid/setgid bits cleared",
+                        report.removed, report.setid_cleared
+                    ),
+                );
+                Ok(())
+            },
+        )?;
+        Ok((stage.path, stage.cached, None))
+    })?;
+
+    let image_key = KeyBuilder::new("root-image", Some(&harden_key)).finish();
+    let image_dir = timer.run("root-image", || {
+        let stage = cache.stage(
+            "root-image",
+            &image_key,
+            |_| true,
+            |dir| root_image::build(&harden_dir.join("tree"), epoch, &image_key, dir).map(|_| ()),
+        )?;
+        let size = file_size(&stage.path.join("root.erofs"));
+        Ok((stage.path, stage.cached, size))
+    })?;
+    let root_hash = fs::read_to_string(image_dir.join("roothash"))
+        .context("reading the root hash")?
+        .trim()
+        .to_owned();
+
+    let cmdline = kernel_cmdline(&root_hash, &guest.extra_cmdline);
+    let uki_key = KeyBuilder::new("uki", Some(&image_key))
+        .text("cmdline", &cmdline)
+        .finish();
+    let uki_dir = timer.run("uki", || {
+        let stage = cache.stage(
+            "uki",
+            &uki_key,
+            |_| true,
+            |dir| {
+                let read = |name: &str| {
+                    fs::read(rootfs_dir.join(name)).with_context(|| format!("reading {name}"))
+                };
+                let osrel = fs::read(harden_dir.join("tree/usr/lib/os-release"))
+                    .context("reading the guest's os-release")?;
+                let image = uki::build(
+                    &read("stub.efi")?,
+                    &uki::UkiParts {
+                        osrel: &osrel,
+                        cmdline: cmdline.as_bytes(),
+                        uname: rootfs_out.kernel_version.as_bytes(),
+                        initrd: &read("initrd.img")?,
+                        linux: &read("vmlinuz")?,
+                    },
+                )?;
+                fs::write(dir.join("uki.efi"), image).context("writing uki.efi")
+            },
+        )?;
+        let size = file_size(&stage.path.join("uki.efi"));
+        Ok((stage.path, stage.cached, size))
+    })?;
+
+    let disk_key = KeyBuilder::new("disk", Some(&uki_key)).finish();
+    let disk_dir = timer.run("disk", || {
+        let stage = cache.stage(
+            "disk",
+            &disk_key,
+            |_| true,
+            |dir| {
+                disk::build_raw(
+                    &root_hash,
+                    &uki_dir.join("uki.efi"),
+                    &image_dir.join("root.erofs"),
+                    &image_dir.join("root.verity"),
+                    epoch,
+                    dir,
+                )
+                .map(|_| ())
+            },
+        )?;
+        let size = file_size(&stage.path.join("disk.raw"));
+        Ok((stage.path, stage.cached, size))
+    })?;
+
+    let qcow2_key = KeyBuilder::new("qcow2", Some(&disk_key)).finish();
+    let qcow2_dir = timer.run("qcow2", || {
+        let stage = cache.stage(
+            "qcow2",
+            &qcow2_key,
+            |_| true,
+            |dir| disk::to_qcow2(&disk_dir.join("disk.raw"), &dir.join("disk.qcow2")),
+        )?;
+        let size = file_size(&stage.path.join("disk.qcow2"));
+        Ok((stage.path, stage.cached, size))
+    })?;
+
+    let audit_key = KeyBuilder::new("audit", Some(&qcow2_key))
+        .text("forbidden", harden::FORBIDDEN_PATHS)
+        .finish();
+    timer.run("audit", || {
+        let stage = cache.stage(
+            "audit",
+            &audit_key,
+            |_| true,
+            |dir| {
+                let problems = audit_qcow2(&qcow2_dir.join("disk.qcow2"), dir)?;
+                harden::check_audit(&problems, "the root filesystem in disk.qcow2")
+            },
+        )?;
+        Ok(((), stage.cached, None))
+    })?;
+
+    // The output, built next to its final place and renamed in when complete.
+    let parent = options
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| {
+        format!(
+            "creating {} (is the output directory writable? choose another with --out)",
+            parent.display()
+        )
+    })?;
+    cache::sweep_stale(parent)?;
+    let name = options
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| model.model.deployment.name.clone());
+    let staged = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    cache::remove_tree(&staged)?;
+    fs::create_dir_all(&staged).with_context(|| {
+        format!(
+            "creating {} (is the output directory writable? choose another with --out)",
+            staged.display()
+        )
+    })?;
+    let result = (|| -> Result<()> {
+        for (from, name) in [
+            (uki_dir.join("uki.efi"), "uki.efi"),
+            (qcow2_dir.join("disk.qcow2"), "disk.qcow2"),
+            (rootfs_dir.join("firmware.fd"), "firmware.fd"),
+            (rootfs_dir.join("packages.lock"), "packages.lock"),
+        ] {
+            fs::copy(&from, staged.join(name))
+                .with_context(|| format!("copying {name} into the output"))?;
+        }
+        // DESIGN.md §4: measure, then render, from the same model values, over the finished
+        // artifacts; the manifest comes last and records them all.
+        let measurements = timer.run("measure", || {
+            let measurements = crate::measure::measure_artifacts(&model.model, &staged)?;
+            crate::measure::write_measurements(&staged, &measurements)?;
+            Ok((serde_json::to_value(&measurements)?, false, None))
+        })?;
+        timer.run("render", || {
+            crate::launch::render(model, &staged, &staged)?;
+            Ok(((), false, None))
+        })?;
+        timer.run("manifest", || {
+            let manifest = manifest::Manifest::collect(&manifest::ManifestInputs {
+                model,
+                out: &staged,
+                lock: &rootfs_out.lock,
+                root_hash: &root_hash,
+                kernel: &rootfs_out.kernel_version,
+                cmdline: &cmdline,
+                tools: &tools,
+                measurements: Some(measurements),
+            })?;
+            let text = serde_json::to_string_pretty(&manifest)? + "\n";
+            fs::write(staged.join("manifest.json"), &text).context("writing manifest.json")?;
+            Ok(((), false, Some(text.len() as u64)))
+        })?;
+        cache::replace_dir(&staged, &options.out)
+    })();
+    if let Err(err) = result {
+        let _ = cache::remove_tree(&staged);
+        return Err(err);
+    }
+    Ok(BuildReport {
+        out: options.out,
+        stages: timer.stages,
+        root_hash,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn update_lock(
+    options: &BuildOptions,
+    existing: Option<&PackagesLock>,
+    resolved: &PackagesLock,
+) -> Result<()> {
+    match existing {
+        Some(lock) if lock.diff(resolved).is_empty() => Ok(()),
+        Some(lock) if options.locked => {
+            let diff = lock.diff(resolved);
+            Err(cvm_core::error::bad_input(format!(
+                "{} would change with --locked ({} difference(s), e.g. {}); the archive no longer \
+                 serves the locked versions: run `cargo xtask guest lock` and commit the new lock",
+                options.lock_path.display(),
+                diff.len(),
+                diff.iter().take(4).cloned().collect::<Vec<_>>().join(", ")
+            )))
+        }
+        None if options.locked => Err(cvm_core::error::bad_input(format!(
+            "{} does not exist and --locked forbids writing it: run `cargo xtask guest lock` first",
+            options.lock_path.display()
+        ))),
+        _ => {
+            if let Some(parent) = options.lock_path.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            match existing {
+                Some(lock) => progress(
+                    "Updating",
+                    &format!(
+                        "{} ({} package change(s): the archive no longer serves some locked versions)",
+                        options.lock_path.display(),
+                        lock.diff(resolved).len()
+                    ),
+                ),
+                None => progress("Writing", &options.lock_path.display().to_string()),
+            }
+            fs::write(&options.lock_path, resolved.to_text())
+                .with_context(|| format!("writing {}", options.lock_path.display()))
+        }
+    }
+}
+
+/// Reads the erofs root back out of `qcow2` (into `work`), extracts it with fsck.erofs and audits
+/// the extracted tree; returns the problems found.
+pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
+    let raw = work.join("disk.raw");
+    Cmd::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(qcow2)
+        .arg(&raw)
+        .run()
+        .context("reading disk.qcow2 back")?;
+    let erofs = work.join("root.erofs");
+    disk::extract_partition(&raw, "root", &erofs)?;
+    fs::remove_file(&raw)?;
+    let tree = work.join("extracted");
+    Cmd::new("fsck.erofs")
+        .arg(format!("--extract={}", tree.display()))
+        // Permissions without owners: fsck.erofs chowns after chmod when it preserves owners,
+        // and chown clears the setuid/setgid bits the audit looks for.
+        .args(["--preserve-perms", "--no-preserve-owner"])
+        .arg(&erofs)
+        .run()
+        .context("extracting the erofs root for the audit")?;
+    let problems = harden::audit_tree(&tree)?;
+    fs::remove_dir_all(&tree)?;
+    fs::remove_file(&erofs)?;
+    Ok(problems)
+}
+
+/// The lock path for a model: next to the model file, or for the embedded default model at
+/// `target/cvm/<name>.packages.lock` (it survives rebuilds of the output directory).
+pub fn default_lock_path(model: &LoadedModel, target: &Path) -> PathBuf {
+    match &model.path {
+        Some(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("packages.lock"),
+        None => target
+            .join("cvm")
+            .join(format!("{}.packages.lock", model.model.deployment.name)),
+    }
+}
+
+/// Checks that a directory holds a built image.
+pub fn require_artifacts(dir: &Path) -> Result<()> {
+    for name in ["uki.efi", "disk.qcow2", "firmware.fd", "manifest.json"] {
+        if !dir.join(name).is_file() {
+            bail!(
+                "{} has no {name}: build the image first with `cargo xtask guest build`",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The Rust target the readiness binary is built for (statically linked with glibc: no musl
+/// target can be installed here).
+pub const CVM_STATUS_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds the static `cvm-status` binary of this workspace with cargo (offline: its dependencies
+/// are the workspace's, already fetched to build the caller) and returns its path. It has
+/// its own target directory (`target/cvm-status`) so that it can be built while another cargo
+/// (a running `cargo test`) holds the lock of the main one.
+pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = workspace.join("target/cvm-status");
+    Cmd::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--offline",
+            "-p",
+            "guest-image",
+        ])
+        .args(["--bin", "cvm-status", "--target", CVM_STATUS_TARGET])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=symbols",
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .run()
+        .context("building the static cvm-status binary for the guest")?;
+    Ok(target_dir
+        .join(CVM_STATUS_TARGET)
+        .join("release/cvm-status"))
+}
+
+/// Prints the final table of stages, times and sizes on stderr.
+pub fn print_report(report: &BuildReport) {
+    eprintln!(
+        "{:<12} {:>9} {:>8} {:>10}",
+        "stage", "seconds", "cached", "size MB"
+    );
+    for stage in &report.stages {
+        eprintln!(
+            "{:<12} {:>9.1} {:>8} {:>10}",
+            stage.name,
+            stage.seconds,
+            if stage.cached { "yes" } else { "no" },
+            stage
+                .bytes
+                .map(|b| format!("{:.1}", b as f64 / 1e6))
+                .unwrap_or_default()
+        );
+    }
+    eprintln!("{:<12} {:>9.1}", "total", report.seconds);
+    if let Ok(entries) = fs::read_dir(&report.out) {
+        let mut files: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+        files.sort_by_key(|e| e.file_name());
+        for entry in files {
+            if let Ok(meta) = entry.metadata() {
+                eprintln!(
+                    "{:>12} {} ({:.1} MB)",
+                    "Artifact",
+                    entry.path().display(),
+                    meta.len() as f64 / 1e6
+                );
+            }
+        }
+    }
+}
+
+/// What `guest inspect` shows about a built image.
+#[derive(Debug, serde::Serialize)]
+pub struct Inspection {
+    /// The manifest.
+    pub manifest: manifest::Manifest,
+    /// The UKI's PE sections: name and size.
+    pub uki_sections: Vec<(String, u32)>,
+    /// The kernel command line read from the UKI's `.cmdline`.
+    pub uki_cmdline: String,
+}
+
+/// Reads a built image's manifest and UKI.
+pub fn inspect(dir: &Path) -> Result<Inspection> {
+    let path = dir.join("manifest.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: manifest::Manifest = serde_json::from_str(&text).map_err(|err| {
+        cvm_core::error::bad_input(format!(
+            "{}: not a manifest ({err}); rebuild the image",
+            path.display()
+        ))
+    })?;
+    let uki_path = dir.join("uki.efi");
+    let uki = fs::read(&uki_path).with_context(|| format!("reading {}", uki_path.display()))?;
+    let uki_sections = uki::sections(&uki)?
+        .into_iter()
+        .map(|s| (s.name, s.virtual_size))
+        .collect();
+    let uki_cmdline = uki::section_data(&uki, ".cmdline")?
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    Ok(Inspection {
+        manifest,
+        uki_sections,
+        uki_cmdline,
+    })
+}
+
+/// The human-readable form of an [`Inspection`].
+pub fn inspection_text(inspection: &Inspection) -> String {
+    let m = &inspection.manifest;
+    let mut lines = vec![
+        format!("name        {}", m.name),
+        format!("tee         {}", m.tee),
+        format!("kernel      {}", m.kernel),
+        format!("roothash    {}", m.roothash),
+        format!("packages    {}", m.packages.len()),
+        format!("cmdline     {}", inspection.uki_cmdline),
+    ];
+    for (name, artifact) in &m.artifacts {
+        lines.push(format!(
+            "artifact    {name:<14} {:>11} {}",
+            artifact.size, artifact.sha256
+        ));
+    }
+    for (name, size) in &inspection.uki_sections {
+        lines.push(format!("uki section {name:<14} {size:>11}"));
+    }
+    lines.join("\n")
+}

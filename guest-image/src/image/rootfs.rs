@@ -1,0 +1,386 @@
+//! The `rootfs` stage: mmdebstrap builds the guest tree (with the initrd, made by the guest's own
+//! initramfs-tools and our verity hook) and downloads the build-side packages (firmware, UKI stub);
+//! the installed closure is then locked against the signed indexes apt verified.
+
+use std::{
+    fs,
+    os::unix::fs::{symlink, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use cvm_core::{cmd::Cmd, model::Model};
+
+use super::lock::{self, PackagesLock};
+
+/// Packages every guest gets besides the kernel and the model's own.
+pub const BASE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "ca-certificates",
+    "initramfs-tools",
+    "zstd",
+];
+
+/// Packages the build takes files from: the firmware (OVMF.amdsev.fd) and the UKI stub.
+pub const BUILD_PACKAGES: &[&str] = &["ovmf", "systemd-boot-efi"];
+
+/// Where the firmware and the stub are inside their packages.
+pub const FIRMWARE_IN_PACKAGE: &str = "usr/share/ovmf/OVMF.amdsev.fd";
+/// The x86-64 systemd stub inside systemd-boot-efi.
+pub const STUB_IN_PACKAGE: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// The Ubuntu archive keyring (from the host's ubuntu-keyring package).
+pub const UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+
+/// A guest file from templates/guest/: its path in the guest, its contents and mode.
+pub struct GuestFile {
+    /// Path in the guest, relative.
+    pub path: &'static str,
+    /// Contents.
+    pub contents: &'static str,
+    /// Unix mode.
+    pub mode: u32,
+}
+
+/// The files we add to the guest, embedded from templates/guest/.
+pub const GUEST_FILES: &[GuestFile] = &[
+    GuestFile {
+        path: "etc/initramfs-tools/hooks/cvm-verity",
+        contents: include_str!("../../../templates/guest/initramfs/hooks/cvm-verity"),
+        mode: 0o755,
+    },
+    GuestFile {
+        path: "etc/initramfs-tools/hooks/zz-cvm-prune",
+        contents: include_str!("../../../templates/guest/initramfs/hooks/zz-cvm-prune"),
+        mode: 0o755,
+    },
+    GuestFile {
+        path: "etc/initramfs-tools/scripts/local-top/cvm-verity",
+        contents: include_str!("../../../templates/guest/initramfs/scripts/local-top/cvm-verity"),
+        mode: 0o755,
+    },
+    GuestFile {
+        path: "etc/initramfs-tools/conf.d/cvm.conf",
+        contents: include_str!("../../../templates/guest/initramfs/conf.d/cvm.conf"),
+        mode: 0o644,
+    },
+    GuestFile {
+        path: "etc/systemd/system/cvm-status.service",
+        contents: include_str!("../../../templates/guest/systemd/cvm-status.service"),
+        mode: 0o644,
+    },
+    GuestFile {
+        path: "etc/systemd/system/emergency.service.d/cvm-no-shell.conf",
+        contents: include_str!("../../../templates/guest/systemd/cvm-no-shell.conf"),
+        mode: 0o644,
+    },
+    GuestFile {
+        path: "etc/systemd/system/rescue.service.d/cvm-no-shell.conf",
+        contents: include_str!("../../../templates/guest/systemd/cvm-no-shell.conf"),
+        mode: 0o644,
+    },
+];
+
+/// Where the readiness binary goes in the guest.
+pub const CVM_STATUS_IN_GUEST: &str = "usr/lib/cvm/cvm-status";
+
+/// True when `suite` is an Ubuntu release (judged by the host's distro-info data, falling back to
+/// the releases this project knows).
+pub fn is_ubuntu_suite(suite: &str) -> bool {
+    let known = ["jammy", "noble", "oracular", "plucky", "questing"];
+    if known.contains(&suite) {
+        return true;
+    }
+    fs::read_to_string("/usr/share/distro-info/ubuntu.csv")
+        .map(|csv| {
+            csv.lines()
+                .any(|line| line.split(',').nth(2) == Some(suite))
+        })
+        .unwrap_or(false)
+}
+
+/// The apt sources given to mmdebstrap: none (mmdebstrap's own default for the suite, which adds
+/// the -updates and -security pockets) unless the model names a mirror.
+pub fn mirror_lines(model: &Model, components: &str) -> Vec<String> {
+    let suite = &model.guest.suite;
+    match &model.guest.mirror {
+        None => Vec::new(),
+        Some(mirror) => ["", "-updates", "-security"]
+            .iter()
+            .map(|pocket| format!("deb {mirror} {suite}{pocket} {components}"))
+            .collect(),
+    }
+}
+
+/// Writes the overlay copied into the guest by the customize hook.
+fn write_overlay(overlay: &Path, cvm_status: &Path) -> Result<()> {
+    for file in GUEST_FILES {
+        let path = overlay.join(file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, file.contents).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    let binary = overlay.join(CVM_STATUS_IN_GUEST);
+    fs::create_dir_all(binary.parent().expect("has a parent"))
+        .with_context(|| format!("creating {}", binary.display()))?;
+    fs::copy(cvm_status, &binary)
+        .with_context(|| format!("copying {} into the guest", cvm_status.display()))?;
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))?;
+    let wants = overlay.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants)?;
+    symlink("../cvm-status.service", wants.join("cvm-status.service"))
+        .context("enabling cvm-status.service")?;
+    Ok(())
+}
+
+/// What the rootfs stage leaves in its directory.
+pub struct RootfsOutput {
+    /// The guest tree (before hardening).
+    pub tree: PathBuf,
+    /// The kernel release.
+    pub kernel_version: String,
+    /// The resolved lock.
+    pub lock: PackagesLock,
+}
+
+/// Inputs of the rootfs stage besides the model.
+pub struct RootfsInputs<'a> {
+    /// The readiness binary to install.
+    pub cvm_status: &'a Path,
+    /// The lock to pin to, when one exists.
+    pub lock: Option<&'a PackagesLock>,
+    /// Downloaded .deb files, shared by all builds.
+    pub deb_cache: &'a Path,
+    /// `--offline`: a local repository made from the lock and the package cache (see
+    /// [`super::local_repo`]) replaces the archive.
+    pub offline_repo: Option<&'a Path>,
+}
+
+/// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
+/// packages.lock,firmware.fd,stub.efi}`.
+pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
+    let suite = &model.guest.suite;
+    let ubuntu = is_ubuntu_suite(suite);
+    let components = if ubuntu { "main,universe" } else { "main" };
+    let early = stage.join("early");
+    let overlay = stage.join("overlay");
+    let tree = stage.join("tree");
+    fs::create_dir_all(early.join("etc/initramfs-tools/conf.d"))?;
+    fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
+    fs::create_dir_all(early.join("var/cache/apt/archives"))?;
+    fs::write(
+        early.join("etc/initramfs-tools/conf.d/cvm.conf"),
+        include_str!("../../../templates/guest/initramfs/conf.d/cvm.conf"),
+    )?;
+    if let Some(lock) = inputs.lock {
+        fs::write(
+            early.join("etc/apt/preferences.d/cvm-lock.pref"),
+            lock.apt_preferences(),
+        )?;
+    }
+    write_overlay(&overlay, inputs.cvm_status)?;
+    fs::create_dir_all(inputs.deb_cache)?;
+    let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    include.push(model.guest.kernel.clone());
+    include.extend(model.guest.packages.iter().cloned());
+    let build_list = stage.join("build-packages.txt");
+    let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
+    // mmdebstrap runs in a private mount namespace, so the /proc, /sys and /dev mounts of its
+    // chroot are never visible on the host and vanish with it; setpriv --pdeathsig makes it stop
+    // (SIGTERM) when this build is killed, even with SIGKILL, instead of running on as an orphan.
+    let mut command = Cmd::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .args(["setpriv", "--pdeathsig", "TERM", "mmdebstrap"])
+        .args(["--mode=root", "--variant=apt"])
+        .arg(format!("--components={components}"))
+        .arg(format!("--include={}", include.join(",")))
+        .args([
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+            "--skip=cleanup/apt/lists",
+            "--skip=essential/unlink",
+        ])
+        .arg(format!("--setup-hook=cp -a {}/. \"$1\"/", q(&early)))
+        .arg(format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives/",
+            q(inputs.deb_cache)
+        ))
+        .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
+        .arg("--customize-hook=chroot \"$1\" update-initramfs -u -k all")
+        .arg(format!(
+            "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
+            BUILD_PACKAGES.join(" ")
+        ))
+        .arg(format!(
+            "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-cache show --no-all-versions {} > {}",
+            BUILD_PACKAGES.join(" "),
+            q(&build_list)
+        ))
+        .arg(format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            q(inputs.deb_cache)
+        ))
+        .env(
+            "SOURCE_DATE_EPOCH",
+            model.guest.source_date_epoch.to_string(),
+        );
+    if ubuntu {
+        command = command.arg(format!("--keyring={UBUNTU_KEYRING}"));
+    }
+    let sources = match inputs.offline_repo {
+        Some(repo) => vec![super::local_repo::source_line(repo, true)],
+        None => mirror_lines(model, &components.replace(',', " ")),
+    };
+    command = command.arg(suite).arg(&tree).args(sources);
+    command
+        .run()
+        .map_err(|err| explain_mmdebstrap(err, suite))?;
+
+    let modules = tree.join("usr/lib/modules");
+    let mut versions: Vec<String> = fs::read_dir(&modules)
+        .with_context(|| format!("reading {}", modules.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    let [kernel_version] = versions.as_slice() else {
+        bail!(
+            "expected exactly one kernel in the guest, found {:?} in {}",
+            versions,
+            modules.display()
+        );
+    };
+    fs::copy(
+        tree.join(format!("boot/vmlinuz-{kernel_version}")),
+        stage.join("vmlinuz"),
+    )
+    .context("copying the kernel out of the guest tree")?;
+    fs::copy(
+        tree.join(format!("boot/initrd.img-{kernel_version}")),
+        stage.join("initrd.img"),
+    )
+    .context("copying the initrd out of the guest tree")?;
+    fs::write(stage.join("kernel-version"), kernel_version)?;
+
+    let status = fs::read_to_string(tree.join("var/lib/dpkg/status"))
+        .context("reading the guest's dpkg status")?;
+    let installed = lock::parse_dpkg_status(&status);
+    let build_index = fs::read_to_string(&build_list)
+        .with_context(|| format!("reading {}", build_list.display()))?;
+    let build: Vec<(String, String, String)> = lock::parse_packages_index(&build_index)
+        .into_iter()
+        .map(|e| (e.name, e.version, e.arch))
+        .collect();
+    let resolved = match (inputs.offline_repo, inputs.lock) {
+        (Some(_), Some(wanted)) => offline_lock(wanted, &installed)?,
+        _ => {
+            let indexes = lock::read_indexes(&tree.join("var/lib/apt/lists"), suite)?;
+            lock::resolve(suite, &installed, &build, &indexes)?
+        }
+    };
+    fs::write(stage.join("packages.lock"), resolved.to_text())?;
+
+    let unpack = stage.join("unpacked");
+    for (package, inside, out) in [
+        ("ovmf", FIRMWARE_IN_PACKAGE, "firmware.fd"),
+        ("systemd-boot-efi", STUB_IN_PACKAGE, "stub.efi"),
+    ] {
+        let locked = resolved
+            .find(package)
+            .with_context(|| format!("{package} is missing from the resolved lock"))?;
+        let deb = inputs.deb_cache.join(lock::deb_file_name(locked));
+        let (sha256, _) = cvm_core::hash::sha256_file(&deb)?;
+        if sha256 != locked.sha256 {
+            bail!(
+                "{} has sha256 {sha256}, but the signed index says {}; delete it and build again",
+                deb.display(),
+                locked.sha256
+            );
+        }
+        let dir = unpack.join(package);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Cmd::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&dir)
+            .run()
+            .with_context(|| format!("unpacking {}", deb.display()))?;
+        fs::copy(dir.join(inside), stage.join(out))
+            .with_context(|| format!("taking {inside} from {package}"))?;
+    }
+    fs::remove_dir_all(&unpack)?;
+    fs::remove_dir_all(&early)?;
+    fs::remove_dir_all(&overlay)?;
+    Ok(())
+}
+
+/// Offline, the installed closure must be exactly the locked one (the local repository holds
+/// nothing else); the lock is then the resolved lock.
+fn offline_lock(
+    wanted: &PackagesLock,
+    installed: &[(String, String, String)],
+) -> Result<PackagesLock> {
+    let locked: Vec<(String, String, String)> = wanted
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    let mut sorted = locked.clone();
+    sorted.sort();
+    if sorted != installed {
+        let extra: Vec<_> = installed
+            .iter()
+            .filter(|p| !sorted.contains(p))
+            .map(|p| p.0.clone())
+            .collect();
+        bail!(
+            "--offline: the installed packages differ from packages.lock (not locked: {}); run `cargo xtask guest lock` with network access",
+            extra.join(", ")
+        );
+    }
+    Ok(wanted.clone())
+}
+
+fn explain_mmdebstrap(err: anyhow::Error, suite: &str) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let hint = if text.contains("NO_PUBKEY")
+        || text.contains("not signed")
+        || text.contains("BADSIG")
+    {
+        "the archive's signature could not be verified: install the archive keyring (ubuntu-keyring) and check the mirror"
+    } else if text.contains("Could not resolve")
+        || text.contains("Failed to fetch")
+        || text.contains("Temporary failure")
+        || text.contains("Unable to connect")
+    {
+        "the package mirror is unreachable: check the network, or set [guest] mirror in the model"
+    } else if text.contains("No space left") {
+        "the disk is full: free space under target/ (the stage cache is target/cvm-cache)"
+    } else {
+        "see mmdebstrap's messages above"
+    };
+    err.context(format!(
+        "building the {suite} root filesystem with mmdebstrap failed: {hint}"
+    ))
+}
+
+/// Reads the rootfs stage's outputs.
+pub fn output(stage: &Path) -> Result<RootfsOutput> {
+    let lock_path = stage.join("packages.lock");
+    let text = fs::read_to_string(&lock_path)
+        .with_context(|| format!("reading {}", lock_path.display()))?;
+    Ok(RootfsOutput {
+        tree: stage.join("tree"),
+        kernel_version: fs::read_to_string(stage.join("kernel-version"))
+            .context("reading the kernel version")?,
+        lock: PackagesLock::parse(&text, &lock_path)?,
+    })
+}

@@ -1,0 +1,347 @@
+//! Unit tests of the image pipeline's pure parts, driven by the fixtures in
+//! guest-image/tests/data/image/ (see its README).
+
+use std::path::{Path, PathBuf};
+
+use expect_test::expect_file;
+
+use super::*;
+
+fn data(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/image")
+        .join(relative)
+}
+
+fn read(relative: &str) -> String {
+    fs::read_to_string(data(relative)).expect("fixture exists")
+}
+
+#[test]
+fn lock_is_resolved_from_dpkg_status_and_signed_indexes() {
+    let installed = lock::parse_dpkg_status(&read("lock/status"));
+    let indexes = lock::read_indexes(&data("lock"), "noble").unwrap();
+    let ovmf = indexes
+        .keys()
+        .filter(|(name, _, _)| name == "ovmf")
+        .max()
+        .cloned()
+        .unwrap();
+    let resolved = lock::resolve("noble", &installed, &[ovmf], &indexes).unwrap();
+    expect_file!["../../tests/data/image/lock/expected.lock"].assert_eq(&resolved.to_text());
+    // The text parses back to the same lock, and it names no mirror.
+    let again = PackagesLock::parse(&resolved.to_text(), Path::new("packages.lock")).unwrap();
+    assert_eq!(again, resolved);
+    assert!(!resolved.to_text().contains("mirror.invalid"));
+}
+
+#[test]
+fn a_package_missing_from_every_index_is_an_error() {
+    let indexes = lock::read_indexes(&data("lock"), "noble").unwrap();
+    let ghost = ("ghost".to_owned(), "1.0".to_owned(), "amd64".to_owned());
+    let err = lock::resolve("noble", &[ghost], &[], &indexes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "package ghost 1.0 (amd64) is installed but no index lists it"
+    );
+}
+
+#[track_caller]
+fn check_pocket(file_name: &str, expect: Option<&str>) {
+    assert_eq!(lock::pocket_of_list_file(file_name), expect, "{file_name}");
+}
+
+#[test]
+fn pockets_come_from_apt_list_file_names() {
+    check_pocket(
+        "h_ubuntu_dists_noble_main_binary-amd64_Packages",
+        Some("noble"),
+    );
+    check_pocket(
+        "h_ubuntu_dists_noble-updates_universe_binary-amd64_Packages",
+        Some("noble-updates"),
+    );
+    check_pocket("h_ubuntu_dists_noble-security_InRelease", None);
+    check_pocket("lock", None);
+}
+
+#[test]
+fn lock_diff_and_pins() {
+    let text = read("lock/expected.lock");
+    let lock = PackagesLock::parse(&text, Path::new("expected.lock")).unwrap();
+    assert!(lock.diff(&lock).is_empty());
+    let mut changed = lock.clone();
+    changed.packages[0].version = "9.9".to_owned();
+    let diff = lock.diff(&changed);
+    assert_eq!(diff.len(), 2, "{diff:?}");
+    assert!(lock.apt_preferences().contains(&format!(
+        "Package: {}\nPin: version {}\nPin-Priority: 1001\n",
+        lock.packages[0].name, lock.packages[0].version
+    )));
+}
+
+#[test]
+fn a_malformed_lock_is_bad_input_naming_the_file() {
+    let err = PackagesLock::parse("version = \"one\"", Path::new("/x/packages.lock")).unwrap_err();
+    assert!(cvm_core::error::is_bad_input(&err));
+    assert!(
+        err.to_string()
+            .starts_with("/x/packages.lock: not a valid packages.lock"),
+        "{err}"
+    );
+}
+
+#[track_caller]
+fn check_glob(pattern: &str, name: &str, expect: bool) {
+    assert_eq!(
+        harden::glob_component(pattern, name),
+        expect,
+        "{pattern} ~ {name}"
+    );
+}
+
+#[test]
+fn globs_match_one_component() {
+    check_glob("dpkg*", "dpkg-query", true);
+    check_glob("dpkg*", "xdpkg", false);
+    check_glob("*", "anything", true);
+    check_glob("perl5*", "perl5.38.2", true);
+    check_glob("a*c", "abbbc", true);
+    check_glob("a*c", "abbb", false);
+    check_glob("bash", "bash", true);
+}
+
+#[test]
+fn data_lists_skip_comments_and_blank_lines() {
+    assert_eq!(
+        harden::list_entries("# c\n\nusr/bin/sh  # trailing\n  apt\n"),
+        ["usr/bin/sh", "apt"]
+    );
+    // The shipped lists are non-empty and hold relative paths only.
+    for entry in harden::list_entries(harden::REMOVE_PATHS)
+        .into_iter()
+        .chain(harden::list_entries(harden::FORBIDDEN_PATHS))
+    {
+        assert!(!entry.starts_with('/'), "{entry}");
+    }
+}
+
+#[test]
+fn the_audit_finds_forbidden_paths_and_setuid_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::write(root.join("usr/bin/true"), "").unwrap();
+    assert_eq!(harden::audit_tree(root).unwrap(), Vec::<String>::new());
+    std::os::unix::fs::symlink("dash", root.join("usr/bin/sh")).unwrap();
+    fs::write(root.join("usr/bin/helper"), "").unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/helper"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    assert_eq!(
+        harden::audit_tree(root).unwrap(),
+        [
+            "forbidden path /usr/bin/sh",
+            "setuid/setgid file /usr/bin/helper (mode 4755)"
+        ]
+    );
+    let err = harden::check_audit(&harden::audit_tree(root).unwrap(), "the test tree").unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("the audit of the test tree found 2 problem(s)"));
+}
+
+/// A minimal PE32+ image: DOS header, PE header, optional header, one `.text` section.
+fn tiny_pe() -> Vec<u8> {
+    let mut image = vec![0u8; 0x400];
+    image[0..2].copy_from_slice(b"MZ");
+    image[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    image[0x80..0x84].copy_from_slice(b"PE\0\0");
+    let coff = 0x84;
+    image[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
+    image[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes());
+    image[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
+    let optional = coff + 20;
+    image[optional..optional + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+    image[optional + 32..optional + 36].copy_from_slice(&0x1000u32.to_le_bytes());
+    image[optional + 36..optional + 40].copy_from_slice(&0x200u32.to_le_bytes());
+    image[optional + 56..optional + 60].copy_from_slice(&0x2000u32.to_le_bytes());
+    image[optional + 60..optional + 64].copy_from_slice(&0x400u32.to_le_bytes());
+    let section = optional + 240;
+    image[section..section + 5].copy_from_slice(b".text");
+    image[section + 8..section + 12].copy_from_slice(&0x10u32.to_le_bytes());
+    image[section + 12..section + 16].copy_from_slice(&0x1000u32.to_le_bytes());
+    image[section + 16..section + 20].copy_from_slice(&0x200u32.to_le_bytes());
+    image[section + 20..section + 24].copy_from_slice(&0x400u32.to_le_bytes());
+    image.extend_from_slice(&[0xc3; 0x200]);
+    image
+}
+
+#[test]
+fn uki_sections_are_appended_aligned_and_read_back() {
+    let stub = tiny_pe();
+    let parts = uki::UkiParts {
+        osrel: b"ID=ubuntu\n",
+        cmdline: b"console=ttyS0",
+        uname: b"6.17.0-42-generic",
+        initrd: &[7u8; 5000],
+        linux: &[9u8; 3000],
+    };
+    let image = uki::build(&stub, &parts).unwrap();
+    let sections = uki::sections(&image).unwrap();
+    let summary: Vec<String> = sections
+        .iter()
+        .map(|s| {
+            format!(
+                "{} va={:#x} vsize={:#x} raw={:#x}+{:#x}",
+                s.name, s.virtual_address, s.virtual_size, s.raw_offset, s.raw_size
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ".text va=0x1000 vsize=0x10 raw=0x400+0x200",
+            ".osrel va=0x2000 vsize=0xa raw=0x600+0x200",
+            ".cmdline va=0x3000 vsize=0xd raw=0x800+0x200",
+            ".uname va=0x4000 vsize=0x11 raw=0xa00+0x200",
+            ".initrd va=0x5000 vsize=0x1388 raw=0xc00+0x1400",
+            ".linux va=0x7000 vsize=0xbb8 raw=0x2000+0xc00",
+        ]
+    );
+    assert_eq!(
+        uki::section_data(&image, ".cmdline").unwrap(),
+        Some(&b"console=ttyS0"[..])
+    );
+    assert_eq!(
+        uki::section_data(&image, ".linux").unwrap().unwrap(),
+        &[9u8; 3000][..]
+    );
+    // Same inputs, same bytes.
+    assert_eq!(uki::build(&stub, &parts).unwrap(), image);
+}
+
+#[test]
+fn a_stub_without_room_for_section_headers_is_refused() {
+    let mut stub = tiny_pe();
+    // SizeOfHeaders and the first section's raw data right after the section table.
+    let optional = 0x84 + 20;
+    let table_end = (optional + 240 + 40) as u32;
+    stub[optional + 60..optional + 64].copy_from_slice(&table_end.to_le_bytes());
+    let err = uki::add_sections(&stub, &[(".osrel", b"x")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the stub's PE header has no room for 1 more section headers"
+    );
+    assert!(uki::sections(b"not a PE").is_err());
+}
+
+#[test]
+fn root_hash_is_read_from_veritysetup_output() {
+    assert_eq!(
+        root_image::parse_root_hash(&read("verity/format.out")).as_deref(),
+        Some("8ff07aaa6d8fa956cc5ecbd9390d58e5dd49599ac23e343216a8a3ad10f0b212")
+    );
+    assert_eq!(root_image::parse_root_hash("nothing"), None);
+    let uuid = root_image::derived_uuid("erofs", "key");
+    assert_eq!(uuid, root_image::derived_uuid("erofs", "key"));
+    assert_ne!(uuid, root_image::derived_uuid("verity", "key"));
+    assert_eq!(&uuid[14..15], "4");
+}
+
+#[test]
+fn disk_layout_is_deterministic_and_follows_the_root_hash() {
+    let root_hash = "8ff07aaa6d8fa956cc5ecbd9390d58e5dd49599ac23e343216a8a3ad10f0b212";
+    let (parts, size) = disk::layout(root_hash, 64 << 20, 65_900_000, 540_000);
+    assert_eq!(size, (1 + 64 + 63 + 1 + 1) << 20);
+    let script = disk::sfdisk_script("DISK-GUID", &parts);
+    expect_file!["../../tests/data/image/disk/sfdisk.txt"].assert_eq(&script);
+    assert_eq!(parts[1].uuid, "8FF07AAA-6D8F-A956-CC5E-CBD9390D58E5");
+}
+
+#[test]
+fn serial_logs_are_parsed_for_status_and_failures() {
+    let ready = read("serial/ready.log");
+    let found = status::find_in_log(&ready).unwrap().unwrap();
+    assert!(found.ready);
+    assert_eq!(found.verity, "active");
+    assert_eq!(status::boot_failure(&ready), None);
+    // A line still being written is not read.
+    assert!(status::find_in_log("CVM-STATUS {\"ready\":tr").is_none());
+    let tampered = read("serial/tampered.log");
+    assert!(status::find_in_log(&tampered).is_none());
+    let failure = status::boot_failure(&tampered).unwrap();
+    assert!(failure.contains("verity"), "{failure}");
+}
+
+#[test]
+fn status_line_round_trips() {
+    let line = status::CvmStatus {
+        ready: true,
+        kernel: "6.17.0-42-generic".to_owned(),
+        tee: "none".to_owned(),
+        verity: "active".to_owned(),
+        failed_units: vec![],
+        gpu_cc: "n/a".to_owned(),
+        measurement: None,
+    }
+    .to_line();
+    assert_eq!(
+        line,
+        r#"CVM-STATUS {"ready":true,"kernel":"6.17.0-42-generic","tee":"none","verity":"active","failed_units":[],"gpu_cc":"n/a","measurement":null}"#
+    );
+    assert_eq!(
+        status::strip_escapes("\u{1b}[2J\u{1b}[01;01HBdsDxe: x"),
+        "BdsDxe: x"
+    );
+}
+
+#[test]
+fn cmdline_carries_the_root_hash_and_hardening() {
+    let cmdline = kernel_cmdline("ab", &["quiet".to_owned()]);
+    assert_eq!(
+        cmdline,
+        "console=ttyS0,115200 root=/dev/mapper/root rootfstype=erofs ro cvm.roothash=ab \
+         cvm.verity_data=PARTLABEL=root cvm.verity_hash=PARTLABEL=root-verity \
+         lockdown=integrity module.sig_enforce=1 panic=-1 quiet"
+    );
+}
+
+#[test]
+fn stage_keys_chain_and_stale_mounts_are_found() {
+    let a = KeyBuilder::new("uki", Some("k1"))
+        .text("cmdline", "x")
+        .finish();
+    let b = KeyBuilder::new("uki", Some("k2"))
+        .text("cmdline", "x")
+        .finish();
+    let c = KeyBuilder::new("uki", Some("k1"))
+        .text("cmdline", "y")
+        .finish();
+    assert_ne!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(
+        a,
+        KeyBuilder::new("uki", Some("k1"))
+            .text("cmdline", "x")
+            .finish()
+    );
+    let mountinfo = "22 1 0:21 / /proc rw - proc proc rw\n\
+                     90 30 0:5 / /t/cache/x.tmp-1/tree/dev rw - devtmpfs udev rw\n\
+                     91 90 0:6 / /t/cache/x.tmp-1/tree/dev/pts rw - devpts devpts rw\n";
+    assert_eq!(
+        cache::mounts_under(mountinfo, Path::new("/t/cache/x.tmp-1")),
+        [
+            PathBuf::from("/t/cache/x.tmp-1/tree/dev/pts"),
+            PathBuf::from("/t/cache/x.tmp-1/tree/dev")
+        ]
+    );
+    assert_eq!(
+        cache::temporary_pid(Path::new("/t/.cvm-base.tmp-4242")),
+        Some(4242)
+    );
+    assert_eq!(cache::temporary_pid(Path::new("/t/cvm-base")), None);
+}

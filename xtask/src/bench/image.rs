@@ -1,0 +1,33 @@
+//! `cargo xtask bench image`: bare mmdebstrap vs our cold build, no-op and cmdline-only rebuilds,
+//! and the emulated boot, printed as ratios.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cvm_core::deps::InstallPolicy;
+use guest_image::image;
+
+use crate::{flags::BenchImageArgs, print_json, project_root};
+
+pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
+    let model = cvm_core::model::load(args.model.config.as_deref())?;
+    cvm_core::deps::ensure(image::BUILD_REQUIREMENTS, InstallPolicy::Install)
+        .context("checking the host tools the image build needs")?;
+    let cvm_status = image::build_cvm_status(&project_root())?;
+    let work = project_root().join("target/cvm-bench");
+    let lock_path = image::default_lock_path(&model, &project_root().join("target"));
+    let options = |out, no_cache| image::BuildOptions {
+        out,
+        cache: project_root().join("target/cvm-cache"),
+        lock_path: lock_path.clone(),
+        locked: false,
+        offline: false,
+        no_cache,
+        cvm_status: cvm_status.clone(),
+        lock_only: false,
+    };
+    let bench = image::bench::run(&model, options, &work)?;
+    eprintln!("{}", image::bench::table(&bench));
+    print_json(&bench)?;
+    Ok(ExitCode::SUCCESS)
+}

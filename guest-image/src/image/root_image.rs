@@ -1,4 +1,5 @@
-//! The root image stage: erofs (lz4hc, every timestamp and the UUID fixed) and its dm-verity hash
+//! The root image stage: erofs (lz4hc level 9: a third of level 12's time for 0.1 % more
+//! bytes; every timestamp and the UUID fixed) and its dm-verity hash
 //! tree (salt and UUID derived from the stage key), with the root hash recorded.
 
 use std::path::Path;
@@ -37,7 +38,7 @@ pub fn build(tree: &Path, epoch: u64, key: &str, stage: &Path) -> Result<String>
     let erofs = stage.join("root.erofs");
     let verity = stage.join("root.verity");
     Cmd::new("mkfs.erofs")
-        .arg("-zlz4hc,12")
+        .arg("-zlz4hc,9")
         .arg(format!("-T{epoch}"))
         .arg(format!("-U{}", derived_uuid("erofs", key)))
         .arg(&erofs)

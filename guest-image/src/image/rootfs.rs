@@ -174,10 +174,17 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::create_dir_all(early.join("etc/initramfs-tools/conf.d"))?;
     fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
     fs::create_dir_all(early.join("var/cache/apt/archives"))?;
-    fs::write(
-        early.join("etc/initramfs-tools/conf.d/cvm.conf"),
-        include_str!("../../../templates/guest/initramfs/conf.d/cvm.conf"),
-    )?;
+    // The initramfs configuration and hooks go in before any package is installed, so that the
+    // initrd the kernel's postinst generates is already ours (no second generation).
+    for file in GUEST_FILES
+        .iter()
+        .filter(|f| f.path.starts_with("etc/initramfs-tools/"))
+    {
+        let path = early.join(file.path);
+        fs::create_dir_all(path.parent().expect("has a parent"))?;
+        fs::write(&path, file.contents).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))?;
+    }
     if let Some(lock) = inputs.lock {
         fs::write(
             early.join("etc/apt/preferences.d/cvm-lock.pref"),
@@ -214,7 +221,6 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             q(inputs.deb_cache)
         ))
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
-        .arg("--customize-hook=chroot \"$1\" update-initramfs -u -k all")
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
             BUILD_PACKAGES.join(" ")

@@ -246,9 +246,30 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         None => mirror_lines(model, &components.replace(',', " ")),
     };
     command = command.arg(suite).arg(&tree).args(sources);
-    command
-        .run()
-        .map_err(|err| explain_mmdebstrap(err, suite))?;
+    let mut result = command.run();
+    if let Err(err) = &result {
+        // A fetch or hook pipe can fail once for reasons outside the build (a mirror hiccup; a
+        // sync-out hook killed by SIGPIPE was seen once under heavy load). Retry once, loudly;
+        // a signature or disk-space failure is final.
+        let text = format!("{err:#}");
+        let final_failure = ["NO_PUBKEY", "not signed", "BADSIG", "No space left"]
+            .iter()
+            .any(|needle| text.contains(needle));
+        if !final_failure {
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!("     Warning mmdebstrap failed (…{tail}); retrying once");
+            super::cache::remove_tree(&tree)?;
+            result = command.run();
+        }
+    }
+    result.map_err(|err| explain_mmdebstrap(err, suite))?;
 
     let modules = tree.join("usr/lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&modules)

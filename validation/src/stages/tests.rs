@@ -68,9 +68,14 @@ fn check(context: &Context, expect: &[(&str, Status, &str)]) {
     assert_eq!(found, expect);
 }
 
-const EMULATED: &str = "emulated boot not available: guest boot is not implemented in this build";
-const NO_RUN_EMULATED: &str =
-    "the guest did not run: emulated boot not available: guest boot is not implemented in this build";
+/// The fixture artifacts hold only a manifest and one small file: the emulated boot must refuse
+/// them before starting QEMU.
+fn emulated_detail(artifacts: &std::path::Path) -> String {
+    format!(
+        "the emulated boot could not start: {} has no disk.qcow2: build the image first with `cargo xtask guest build`",
+        artifacts.display()
+    )
+}
 
 #[test]
 fn emulated_run_over_a_passing_bundle() {
@@ -80,25 +85,28 @@ fn emulated_run_over_a_passing_bundle() {
         "1 artifact(s), 2 bytes, match {}",
         artifacts.join("manifest.json").display()
     );
+    let emulated = emulated_detail(&artifacts);
+    let no_run = format!("the guest did not run: {emulated}");
     check(
         &context,
         &[
             ("e2e.artifacts", Pass, &verified),
             ("e2e.artifacts-measurement", Skip, "measurement not recomputed: guest-image's measurement is not implemented in this build"),
-            ("e2e.launch", Skip, EMULATED),
-            ("e2e.guest-ready", Skip, NO_RUN_EMULATED),
-            ("e2e.guest-tee", Skip, NO_RUN_EMULATED),
-            ("e2e.gpu-cc-ready", Skip, NO_RUN_EMULATED),
-            ("e2e.measurement-match", Skip, NO_RUN_EMULATED),
+            ("e2e.launch", Fail, &emulated),
+            ("e2e.guest-ready", Skip, &no_run),
+            ("e2e.guest-tee", Skip, &no_run),
+            ("e2e.gpu-cc-ready", Skip, &no_run),
+            ("e2e.measurement-match", Skip, &no_run),
             ("e2e.key-release", Skip, "key release not configured: the model has no [attestation] section"),
             ("e2e.endpoint-https", Skip, "endpoint not checked: no CA configured"),
             ("e2e.egress", Skip, "egress not checked: launch rendering and the guest firewall are not implemented in this build (the model allows no outbound endpoint)"),
-            ("e2e.telemetry", Skip, NO_RUN_EMULATED),
+            ("e2e.telemetry", Skip, &no_run),
         ],
     );
     let report = run(&context, &mut |_, _| {});
-    assert_eq!(report.summary.fail, 0);
-    assert_eq!(report.exit_code(), 0);
+    // Only the boot of artifacts that cannot boot fails.
+    assert_eq!(report.summary.fail, 1);
+    assert_eq!(report.exit_code(), 1);
 }
 
 #[test]

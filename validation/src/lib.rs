@@ -10,6 +10,7 @@
 pub mod artifacts;
 pub mod attest;
 pub mod endpoint;
+pub mod firmware;
 pub mod guest;
 pub mod node_checks;
 pub mod node_facts;

@@ -147,12 +147,13 @@ pub fn preflight(context: &Context) -> Vec<CheckResult> {
     }
 }
 
-/// Stage 2: `e2e.artifacts` (manifest digests re-verified) and `e2e.artifacts-measurement` (the
-/// measurement recomputed from the artifacts equals the manifest's). Seam: guest-image's
-/// measurement has not landed in this build.
+/// Stage 2: `e2e.artifacts` (manifest digests re-verified), `firmware.tee-support` (the launch
+/// firmware has the model's TEE metadata) and `e2e.artifacts-measurement` (the measurement
+/// recomputed from the artifacts equals the manifest's).
 pub fn artifacts(context: &Context) -> Vec<CheckResult> {
     vec![
         crate::artifacts::verify(&context.artifacts),
+        crate::firmware::tee_support(&context.model.model, &context.artifacts),
         check(
             "e2e.artifacts-measurement",
             "measurement recomputed from the artifacts equals the manifest's",

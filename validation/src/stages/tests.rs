@@ -80,10 +80,15 @@ fn emulated_run_over_a_passing_bundle() {
         "1 artifact(s), 2 bytes, match {}",
         artifacts.join("manifest.json").display()
     );
+    let no_firmware = format!(
+        "firmware not checked: cannot read {}: No such file or directory (os error 2)",
+        artifacts.join("firmware.fd").display()
+    );
     check(
         &context,
         &[
             ("e2e.artifacts", Pass, &verified),
+            ("firmware.tee-support", Skip, &no_firmware),
             ("e2e.artifacts-measurement", Skip, "measurement not recomputed: guest-image's measurement is not implemented in this build"),
             ("e2e.launch", Skip, EMULATED),
             ("e2e.guest-ready", Skip, NO_RUN_EMULATED),
@@ -151,6 +156,7 @@ fn every_design_e2e_id_is_reported_once() {
     let report = run(&context, &mut |_, _| {});
     for id in [
         "e2e.artifacts",
+        "firmware.tee-support",
         "e2e.launch",
         "e2e.guest-ready",
         "e2e.guest-tee",
@@ -229,7 +235,7 @@ fn every_check_of_a_run_is_in_every_report() {
     let junit = std::fs::read_to_string(written.junit).unwrap();
     let html = std::fs::read_to_string(written.html).unwrap();
     let json = std::fs::read_to_string(written.json).unwrap();
-    assert_eq!(report.checks.len(), 16 + preflight_ids().len() + 11);
+    assert_eq!(report.checks.len(), 16 + preflight_ids().len() + 12);
     for check in &report.checks {
         assert!(
             html.contains(&format!("<tr id=\"{}\">", check.id)),

@@ -12,6 +12,7 @@ pub mod attest;
 pub mod endpoint;
 pub mod firmware;
 pub mod guest;
+pub mod measurement;
 pub mod node_checks;
 pub mod node_facts;
 pub mod profile;

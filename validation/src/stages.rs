@@ -4,7 +4,7 @@
 //!
 //! Stages whose module has not landed in this build report `skip` with the exact reason, never
 //! `pass`. Plugging a module in means replacing the body of one stage function: guest boot and
-//! launch in [`launch`], the measurement recomputation in [`artifacts`], the attestation client in
+//! launch in [`launch`], the attestation client in
 //! [`key_release`], launch rendering in [`egress`]. The facts stage reads one host-setup facts
 //! bundle for both the profile rows ([`facts`]) and host-setup's full preflight registry
 //! ([`preflight`]). Validation never changes the host.
@@ -154,13 +154,7 @@ pub fn artifacts(context: &Context) -> Vec<CheckResult> {
     vec![
         crate::artifacts::verify(&context.artifacts),
         crate::firmware::tee_support(&context.model.model, &context.artifacts),
-        check(
-            "e2e.artifacts-measurement",
-            "measurement recomputed from the artifacts equals the manifest's",
-            Status::Skip,
-            "measurement not recomputed: guest-image's measurement is not implemented in this build",
-            "",
-        ),
+        crate::measurement::check(&context.model.model, &context.artifacts),
     ]
 }
 

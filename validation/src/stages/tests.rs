@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cvm_core::check::Status::{self, Fail, Pass, Skip};
 
-use super::{endpoint_target, run, Context, EndpointTarget};
+use super::{endpoint_target, key_release_with, run, Context, EndpointTarget};
 use crate::node_facts::Bundle;
 
 fn bundle() -> Bundle {
@@ -276,4 +276,32 @@ fn preflight_is_host_setups_registry_over_the_same_bundle() {
     };
     let host_check = host_setup::checks::evaluate(&bundle(), &options).unwrap();
     assert_eq!(super::preflight(&context), host_check.checks);
+}
+
+/// `e2e.key-release` skips, with the exact reason, when the model has no [attestation] section or
+/// the variable its API key comes from is unset; nothing is sent in either case.
+#[test]
+fn key_release_skips_without_attestation_or_api_key() {
+    use crate::attest::{Env, Settings};
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    #[track_caller]
+    fn skip(model: cvm_core::model::LoadedModel, env: Env, reason: &str) {
+        let mut context = context(bundle(), artifacts(), true);
+        context.model = model;
+        let result = key_release_with(&context, &Settings::default(), env);
+        assert_eq!(
+            (result.id.as_str(), result.status, result.detail.as_str()),
+            ("e2e.key-release", Skip, reason)
+        );
+    }
+    skip(
+        cvm_core::model::load(None).unwrap(),
+        Env::Map(Default::default()),
+        "key release not configured: the model has no [attestation] section",
+    );
+    skip(
+        cvm_core::model::load(Some(&examples.join("xe7745-snp.toml"))).unwrap(),
+        Env::Map(Default::default()),
+        "key release not checked: FORTANIX_API_KEY (attestation.api-key-env) is not set",
+    );
 }

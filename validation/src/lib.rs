@@ -10,7 +10,9 @@
 pub mod artifacts;
 pub mod attest;
 pub mod endpoint;
+pub mod firmware;
 pub mod guest;
+pub mod measurement;
 pub mod node_checks;
 pub mod node_facts;
 pub mod profile;

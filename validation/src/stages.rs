@@ -4,8 +4,7 @@
 //!
 //! Stages whose module has not landed in this build report `skip` with the exact reason, never
 //! `pass`. Plugging a module in means replacing the body of one stage function: guest boot and
-//! launch in [`launch`], the measurement recomputation in [`artifacts`], the attestation client in
-//! [`key_release`], launch rendering in [`egress`]. The facts stage reads one host-setup facts
+//! launch in [`launch`], launch rendering in [`egress`]. The facts stage reads one host-setup facts
 //! bundle for both the profile rows ([`facts`]) and host-setup's full preflight registry
 //! ([`preflight`]). Validation never changes the host.
 
@@ -98,7 +97,7 @@ pub fn run(context: &Context, progress: &mut dyn FnMut(&str, &str)) -> Report {
     );
     checks.extend(guest_stage(context, &launched));
     checks.push(attestation(context, &launched));
-    checks.push(key_release(context, &launched));
+    checks.push(key_release(context));
     checks.push(endpoint_stage(context, &launched));
     checks.push(egress(context));
     checks.push(telemetry(context, &launched));
@@ -147,19 +146,14 @@ pub fn preflight(context: &Context) -> Vec<CheckResult> {
     }
 }
 
-/// Stage 2: `e2e.artifacts` (manifest digests re-verified) and `e2e.artifacts-measurement` (the
-/// measurement recomputed from the artifacts equals the manifest's). Seam: guest-image's
-/// measurement has not landed in this build.
+/// Stage 2: `e2e.artifacts` (manifest digests re-verified), `firmware.tee-support` (the launch
+/// firmware has the model's TEE metadata) and `e2e.artifacts-measurement` (the measurement
+/// recomputed from the artifacts equals the manifest's).
 pub fn artifacts(context: &Context) -> Vec<CheckResult> {
     vec![
         crate::artifacts::verify(&context.artifacts),
-        check(
-            "e2e.artifacts-measurement",
-            "measurement recomputed from the artifacts equals the manifest's",
-            Status::Skip,
-            "measurement not recomputed: guest-image's measurement is not implemented in this build",
-            "",
-        ),
+        crate::firmware::tee_support(&context.model.model, &context.artifacts),
+        crate::measurement::check(&context.model.model, &context.artifacts),
     ]
 }
 
@@ -284,18 +278,47 @@ pub fn attestation(context: &Context, launched: &Launched) -> CheckResult {
     )
 }
 
-/// Stage 6: `e2e.key-release`. Seam: the attestation client has not landed in this build.
-pub fn key_release(context: &Context, launched: &Launched) -> CheckResult {
-    const TITLE: &str = "the attestation service released the model key to this CVM";
-    let reason = if context.model.model.attestation.is_none() {
-        "key release not configured: the model has no [attestation] section".to_owned()
-    } else if launched.run.is_none() {
-        launched.why_no_run.clone()
-    } else {
-        "key release not checked: the attestation client is not implemented in this build"
-            .to_owned()
+/// Stage 6: `e2e.key-release`: the model key is released only to attested workloads (the
+/// attestation module's key-release policy check against the key manager), with the API key from
+/// the process environment. It reads the key manager's policy, not the guest, so it runs whether
+/// or not this run launched the CVM.
+pub fn key_release(context: &Context) -> CheckResult {
+    key_release_with(
+        context,
+        &crate::attest::Settings::default(),
+        crate::attest::Env::Process,
+    )
+}
+
+/// [`key_release`] with explicit service settings and environment (tests).
+pub fn key_release_with(
+    context: &Context,
+    settings: &crate::attest::Settings,
+    env: crate::attest::Env,
+) -> CheckResult {
+    const TITLE: &str = "the model key is released only to attested workloads";
+    let Some(attestation) = &context.model.model.attestation else {
+        return check(
+            "e2e.key-release",
+            TITLE,
+            Status::Skip,
+            "key release not configured: the model has no [attestation] section",
+            "",
+        );
     };
-    check("e2e.key-release", TITLE, Status::Skip, reason, "")
+    if env.secret(&attestation.api_key_env).is_none() {
+        return check(
+            "e2e.key-release",
+            TITLE,
+            Status::Skip,
+            format!(
+                "key release not checked: {} (attestation.api-key-env) is not set",
+                attestation.api_key_env
+            ),
+            "",
+        );
+    }
+    crate::attest::key_release_policy_check(&context.model, settings, env)
 }
 
 /// Stage 7: `e2e.endpoint-https`: a TLS client check against the configured CA.

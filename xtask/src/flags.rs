@@ -230,8 +230,9 @@ pub struct MeasureSnpArgs {
         conflicts_with = "vcpu_sig"
     )]
     pub vcpu_type: Option<String>,
-    /// vCPU signature (CPUID 1 EAX) in hex.
-    #[arg(long, value_name = "HEX")]
+    /// vCPU signature (CPUID 1 EAX) as sev-snp-measure reads it: 0x-prefixed hex (0xa10f11),
+    /// or decimal; 0o octal and 0b binary also work.
+    #[arg(long, value_name = "INT")]
     pub vcpu_sig: Option<String>,
     /// Kernel measured with kernel-hashes=on (e.g. uki.efi).
     #[arg(long, value_name = "F")]
@@ -242,8 +243,9 @@ pub struct MeasureSnpArgs {
     /// Kernel command line measured with the kernel.
     #[arg(long, value_name = "STR", requires = "kernel")]
     pub append: Option<String>,
-    /// SEV guest features in hex.
-    #[arg(long, value_name = "HEX", default_value = "0x1")]
+    /// SEV guest features (the VMSA SEV_FEATURES word) as sev-snp-measure reads it: 0x-prefixed
+    /// hex (0x1), or decimal (digits without 0x are read as decimal, as Python's int(s, 0) does).
+    #[arg(long, value_name = "INT", default_value = "0x1")]
     pub guest_features: String,
     /// VMM type.
     #[arg(long, value_enum, default_value_t = VmmType::Qemu)]

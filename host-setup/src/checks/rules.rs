@@ -32,6 +32,8 @@ macro_rules! need {
 pub struct Context<'a> {
     bundle: &'a Bundle,
     tee: Option<Tee>,
+    /// The TEE the CPU vendor names (AMD: SNP, Intel: TDX), whatever `tee` was forced to.
+    vendor_tee: Option<Tee>,
     cpuinfo: Fact<CpuInfo>,
     dmesg: Fact<Dmesg>,
     cmdline: Fact<Vec<(String, Option<String>)>>,
@@ -93,14 +95,15 @@ impl<'a> Context<'a> {
                 .map(|info| info.vendor_id.clone())
                 .unwrap_or_default(),
         };
-        let tee = tee.or(match vendor.as_str() {
+        let vendor_tee = match vendor.as_str() {
             "AuthenticAMD" => Some(Tee::Snp),
             "GenuineIntel" => Some(Tee::Tdx),
             _ => None,
-        });
+        };
         Context {
             bundle,
-            tee,
+            tee: tee.or(vendor_tee),
+            vendor_tee,
             cpuinfo,
             dmesg: bundle.cmd("dmesg").map(|text| parse::dmesg(&text)),
             cmdline: bundle
@@ -214,7 +217,7 @@ const fn check(
 /// The registry, parents before children.
 pub(super) static REGISTRY: &[CheckDef] = &[
     check("cpu.vendor", "CPU vendor has a supported TEE", Any, Fail, None,
-        "Use an AMD EPYC (Milan, Genoa, Turin) host for SEV-SNP or an Intel Xeon (Emerald Rapids, Granite Rapids) host for TDX.",
+        "Use an AMD EPYC (Milan, Genoa, Turin) host for SEV-SNP or an Intel Xeon (Emerald Rapids, Granite Rapids) host for TDX; a TEE forced by --tee or the model must match the CPU vendor.",
         cpu_vendor),
     check("host.bare-metal", "Host is bare metal", Any, Fail, None,
         "Run on the physical host: SEV-SNP and TDX host support (/dev/sev, the TDX module) is not available inside a VM.",
@@ -334,14 +337,24 @@ pub(super) static REGISTRY: &[CheckDef] = &[
 
 fn cpu_vendor(context: &Context) -> Outcome {
     let info = need!(context.cpuinfo.as_ref(), absent => Skip("no /proc/cpuinfo".into()));
-    match context.tee {
-        Some(tee) => Pass(format!(
+    match (context.tee, context.vendor_tee) {
+        (Some(tee), Some(vendor_tee)) if tee == vendor_tee => Pass(format!(
             "{} ({}), TEE {}",
             info.model_name,
             info.vendor_id,
             tee.as_str()
         )),
-        None => Bad(format!(
+        (Some(tee), _) => Bad(format!(
+            "TEE {} was requested but {} ({}) is not {}",
+            tee.as_str(),
+            info.model_name,
+            info.vendor_id,
+            match tee {
+                Tee::Snp => "an AMD CPU (AuthenticAMD)",
+                Tee::Tdx => "an Intel CPU (GenuineIntel)",
+            }
+        )),
+        (None, _) => Bad(format!(
             "{} ({}) has neither SEV-SNP nor TDX",
             info.model_name, info.vendor_id
         )),

@@ -126,11 +126,17 @@ fn only_skip_and_strict() {
 
 #[test]
 fn tee_override_skips_the_other_tee() {
+    // TDX forced on the AMD bundle: the SNP checks do not apply, and the TDX checks are skipped
+    // because cpu.vendor, their parent, fails on the vendor mismatch.
     let report = evaluate(
         &fixture(),
         &Options {
             tee: Some(Tee::Tdx),
-            only: vec!["snp.cpu-support".into(), "tdx.cpu-support".into()],
+            only: vec![
+                "cpu.vendor".into(),
+                "snp.cpu-support".into(),
+                "tdx.cpu-support".into(),
+            ],
             ..Options::default()
         },
     )
@@ -143,8 +149,9 @@ fn tee_override_skips_the_other_tee() {
     assert_eq!(
         statuses,
         [
+            ("cpu.vendor", Status::Fail),
             ("snp.cpu-support", Status::Skip),
-            ("tdx.cpu-support", Status::Fail)
+            ("tdx.cpu-support", Status::Skip)
         ]
     );
 }

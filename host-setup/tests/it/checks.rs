@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use cvm_core::check::Status::{self, Fail, Pass, Skip, Warn};
+use cvm_core::model::Tee;
 use host_setup::{
     checks::{evaluate, registry, Options},
     facts::Bundle,
@@ -855,6 +856,49 @@ fn cpu_vendor_without_a_supported_tee() {
             ("bios.min-sev-asid", Skip),
             ("bios.rmp", Skip),
         ],
+    );
+}
+
+/// A TEE forced by the model or `--tee` that the CPU vendor cannot provide fails `cpu.vendor`
+/// with its remediation; the matching TEE still passes.
+#[test]
+fn cpu_vendor_against_a_forced_tee() {
+    #[track_caller]
+    fn forced(base: &str, tee: Tee, expect: (Status, &str)) {
+        let bundle = Bundle::open(fixture(base)).expect("opening the bundle");
+        let options = Options {
+            tee: Some(tee),
+            only: vec!["cpu.vendor".into()],
+            ..Options::default()
+        };
+        let report = evaluate(&bundle, &options).expect("evaluating");
+        let check = &report.checks[0];
+        assert_eq!((check.status, check.detail.as_str()), expect);
+        assert_eq!(check.remediation.is_empty(), expect.0 == Pass);
+    }
+    forced(
+        "tdx-host",
+        Tee::Snp,
+        (
+            Fail,
+            "TEE snp was requested but INTEL(R) XEON(R) PLATINUM 8580 (GenuineIntel) is not an AMD CPU (AuthenticAMD)",
+        ),
+    );
+    forced(
+        "snp-xe7745",
+        Tee::Tdx,
+        (
+            Fail,
+            "TEE tdx was requested but AMD EPYC 9555 64-Core Processor (AuthenticAMD) is not an Intel CPU (GenuineIntel)",
+        ),
+    );
+    forced(
+        "snp-xe7745",
+        Tee::Snp,
+        (
+            Pass,
+            "AMD EPYC 9555 64-Core Processor (AuthenticAMD), TEE snp",
+        ),
     );
 }
 

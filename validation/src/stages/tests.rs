@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cvm_core::check::Status::{self, Fail, Pass, Skip};
 
-use super::{endpoint_target, run, Context, EndpointTarget};
+use super::{endpoint_target, key_release_with, run, Context, EndpointTarget};
 use crate::node_facts::Bundle;
 
 fn bundle() -> Bundle {
@@ -70,7 +70,7 @@ fn check(context: &Context, expect: &[(&str, Status, &str)]) {
 
 /// The fixture artifacts hold only a manifest and one small file: the emulated boot must refuse
 /// them before starting QEMU.
-fn emulated_detail(artifacts: &std::path::Path) -> String {
+fn emulated_detail(artifacts: &Path) -> String {
     format!(
         "the emulated boot could not start: {} has no disk.qcow2: build the image first with `cargo xtask guest build`",
         artifacts.display()
@@ -87,11 +87,20 @@ fn emulated_run_over_a_passing_bundle() {
     );
     let emulated = emulated_detail(&artifacts);
     let no_run = format!("the guest did not run: {emulated}");
+    let no_firmware = format!(
+        "firmware not checked: cannot read {}: No such file or directory (os error 2)",
+        artifacts.join("firmware.fd").display()
+    );
+    let no_measurements = format!(
+        "measurement not recomputed: cannot read {}: No such file or directory (os error 2)",
+        artifacts.join("measurements.json").display()
+    );
     check(
         &context,
         &[
             ("e2e.artifacts", Pass, &verified),
-            ("e2e.artifacts-measurement", Skip, "measurement not recomputed: guest-image's measurement is not implemented in this build"),
+            ("firmware.tee-support", Skip, &no_firmware),
+            ("e2e.artifacts-measurement", Skip, &no_measurements),
             ("e2e.launch", Fail, &emulated),
             ("e2e.guest-ready", Skip, &no_run),
             ("e2e.guest-tee", Skip, &no_run),
@@ -159,6 +168,7 @@ fn every_design_e2e_id_is_reported_once() {
     let report = run(&context, &mut |_, _| {});
     for id in [
         "e2e.artifacts",
+        "firmware.tee-support",
         "e2e.launch",
         "e2e.guest-ready",
         "e2e.guest-tee",
@@ -237,7 +247,7 @@ fn every_check_of_a_run_is_in_every_report() {
     let junit = std::fs::read_to_string(written.junit).unwrap();
     let html = std::fs::read_to_string(written.html).unwrap();
     let json = std::fs::read_to_string(written.json).unwrap();
-    assert_eq!(report.checks.len(), 16 + preflight_ids().len() + 11);
+    assert_eq!(report.checks.len(), 16 + preflight_ids().len() + 12);
     for check in &report.checks {
         assert!(
             html.contains(&format!("<tr id=\"{}\">", check.id)),
@@ -274,4 +284,32 @@ fn preflight_is_host_setups_registry_over_the_same_bundle() {
     };
     let host_check = host_setup::checks::evaluate(&bundle(), &options).unwrap();
     assert_eq!(super::preflight(&context), host_check.checks);
+}
+
+/// `e2e.key-release` skips, with the exact reason, when the model has no [attestation] section or
+/// the variable its API key comes from is unset; nothing is sent in either case.
+#[test]
+fn key_release_skips_without_attestation_or_api_key() {
+    use crate::attest::{Env, Settings};
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    #[track_caller]
+    fn skip(model: cvm_core::model::LoadedModel, env: Env, reason: &str) {
+        let mut context = context(bundle(), artifacts(), true);
+        context.model = model;
+        let result = key_release_with(&context, &Settings::default(), env);
+        assert_eq!(
+            (result.id.as_str(), result.status, result.detail.as_str()),
+            ("e2e.key-release", Skip, reason)
+        );
+    }
+    skip(
+        cvm_core::model::load(None).unwrap(),
+        Env::Map(Default::default()),
+        "key release not configured: the model has no [attestation] section",
+    );
+    skip(
+        cvm_core::model::load(Some(&examples.join("xe7745-snp.toml"))).unwrap(),
+        Env::Map(Default::default()),
+        "key release not checked: FORTANIX_API_KEY (attestation.api-key-env) is not set",
+    );
 }

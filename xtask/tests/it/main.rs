@@ -404,6 +404,7 @@ fn validate_writes_every_report_and_exits_per_its_checks() {
         e2e,
         [
             ("e2e.artifacts", "pass"),
+            ("firmware.tee-support", "skip"),
             ("e2e.artifacts-measurement", "skip"),
             ("e2e.launch", "skip"),
             ("e2e.guest-ready", "skip"),
@@ -623,4 +624,162 @@ fn validate_emulate_boots_the_built_image() {
         "no check may fail: {context}"
     );
     assert_eq!(output.status.code(), Some(0), "{context}");
+}
+
+/// Borrowed arguments for [`check`].
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// The exact OVMF builds of shared/test-data/firmware, or `None` (with a loud skip) when that
+/// directory is not beside this checkout.
+fn test_firmware(test: &str) -> Option<PathBuf> {
+    let dir = guest_image::measure::reference::test_firmware_dir(&root());
+    if dir.is_none() {
+        cvm_core::skip::skip(
+            test,
+            "shared/test-data/firmware is not beside this checkout",
+        );
+    }
+    dir
+}
+
+#[test]
+fn measure_commands_print_digests_and_refuse_bad_input_in_one_line() {
+    let Some(firmware) = test_firmware("measure_commands") else {
+        return;
+    };
+    let amdsev = firmware.join("ovmf-noble-2024.02-2ubuntu0.10-OVMF.amdsev.fd");
+    let plucky = firmware.join("ovmf-plucky-2025.02-3ubuntu2-OVMF.fd");
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.fd");
+    std::fs::write(&truncated, &std::fs::read(&amdsev).unwrap()[..1 << 20]).unwrap();
+    let kernel = dir.path().join("uki.efi");
+    std::fs::write(&kernel, b"not really a UKI").unwrap();
+    let snp = |ovmf: &Path| {
+        vec![
+            "measure".to_owned(),
+            "snp".to_owned(),
+            "--ovmf".to_owned(),
+            path_str(ovmf).to_owned(),
+            "--vcpus".to_owned(),
+            "4".to_owned(),
+            "--vcpu-type".to_owned(),
+            "EPYC-v4".to_owned(),
+        ]
+    };
+
+    // A valid SNP measurement: the last stdout line is 96 hex digits, and --json parses.
+    let args = snp(&amdsev);
+    let output = check(&strs(&args), Expect::Exit(0, Vec::new()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.len() == 96 && last.bytes().all(|b| b.is_ascii_hexdigit()),
+        "last line is not a 96-hex-digit digest: {stdout}"
+    );
+    let mut json_args = args.clone();
+    json_args.push("--json".to_owned());
+    let output = check(&strs(&json_args), Expect::Exit(0, Vec::new()));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(json.is_object(), "{json}");
+
+    // Bad input: each exits 2 with one line.
+    let mut with_kernel = snp(&plucky);
+    with_kernel.extend(["--kernel".to_owned(), path_str(&kernel).to_owned()]);
+    let mut unknown_vcpu = snp(&amdsev);
+    unknown_vcpu[7] = "EPYC-Nowhere".to_owned();
+    let mut bad_features = snp(&amdsev);
+    bad_features.extend(["--guest-features".to_owned(), "zz".to_owned()]);
+    for (args, names) in [
+        (snp(&truncated), "truncated.fd"),
+        (with_kernel, "ovmf-plucky"),
+        (unknown_vcpu, "EPYC-Nowhere"),
+        (bad_features, "zz"),
+    ] {
+        check(&strs(&args), Expect::BadInput(names));
+    }
+
+    // The public MRTD of the plucky OVMF.fd (shared/reference/measurement.md).
+    check(
+        &["measure", "tdx", "--ovmf", path_str(&plucky)],
+        Expect::Exit(
+            0,
+            vec!["7357a10d2e2724dffe68813e3cc4cfcde6814d749f2fb62e3953e54f6e0b50a219786afe2cd478f684b52c61837e1114".to_owned()],
+        ),
+    );
+}
+
+#[test]
+fn attest_register_dry_run_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir(&artifacts).unwrap();
+    std::fs::copy(
+        root().join("xtask/tests/data/cli/measurements.json"),
+        artifacts.join("measurements.json"),
+    )
+    .unwrap();
+    // The example leaves app-id to the operator (their CCM application's id); the test names one.
+    let example = std::fs::read_to_string(root().join("examples/xe7745-snp.toml")).unwrap();
+    assert!(
+        example.contains("[attestation]\n"),
+        "the example has no [attestation]"
+    );
+    let model = dir.path().join("cvm.toml");
+    std::fs::write(
+        &model,
+        example.replace(
+            "[attestation]\n",
+            "[attestation]\napp-id = \"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\"\n",
+        ),
+    )
+    .unwrap();
+    // No CCM credentials and no reachable service: a dry run must not need either.
+    check(
+        &[
+            "attest",
+            "register",
+            "-c",
+            path_str(&model),
+            "--artifacts",
+            path_str(&artifacts),
+            "--dry-run",
+            "--ccm-credentials-env",
+            "CVM_TEST_UNSET_CCM_LOGIN",
+        ],
+        Expect::Exit(
+            0,
+            vec![
+                "POST https://ccm.fortanix.com/v1/builds".to_owned(),
+                "\"measurement\": \"3c6f1b8e2d4a59c70e1f2a3b4c5d6e7f".to_owned(),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn launch_render_writes_a_script_bash_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    check(
+        &[
+            "launch",
+            "render",
+            "-c",
+            "examples/tdx.toml",
+            "--artifacts",
+            path_str(dir.path()),
+        ],
+        Expect::Exit(0, Vec::new()),
+    );
+    let script = dir.path().join("launch-tdx.sh");
+    assert!(dir.path().join("domain-tdx.xml").is_file());
+    assert!(script.is_file());
+    #[allow(clippy::disallowed_methods)] // A syntax check of the rendered script, nothing run.
+    let status = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success(), "bash -n rejects {}", script.display());
 }

@@ -2,29 +2,9 @@
 //! `e2e.guest-tee`, `e2e.gpu-cc-ready` and `e2e.measurement-match`.
 
 use cvm_core::check::{CheckResult, Status};
-use serde::Deserialize;
 
-/// The prefix of the readiness line on the guest's first serial port.
-pub const STATUS_PREFIX: &str = "CVM-STATUS ";
-
-/// The `CVM-STATUS {json}` object; unknown fields are allowed (the protocol says "at least").
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CvmStatus {
-    /// Boot completed and the services are up.
-    pub ready: bool,
-    /// `uname -r` in the guest.
-    pub kernel: String,
-    /// `none`, `sev-snp` or `tdx`.
-    pub tee: String,
-    /// The dm-verity state of the root (`active` when verified).
-    pub verity: String,
-    /// systemd units that failed.
-    pub failed_units: Vec<String>,
-    /// `n/a`, `on` or `off`.
-    pub gpu_cc: String,
-    /// The launch measurement from the TEE's own report, hex; null when `tee` is `none`.
-    pub measurement: Option<String>,
-}
+/// The readiness line's prefix and object, as guest-image's `cvm-status` prints them.
+pub use guest_image::image::status::{CvmStatus, PREFIX as STATUS_PREFIX};
 
 /// What a launched (or emulated) guest left behind for the guest checks.
 #[derive(Debug, Clone)]

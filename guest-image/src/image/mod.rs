@@ -106,6 +106,12 @@ fn progress(verb: &str, what: &str) {
     eprintln!("{verb:>12} {what}");
 }
 
+/// True when progress may be drawn: stderr is a terminal and TERM is not `dumb`.
+fn interactive_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |term| term != "dumb")
+}
+
 fn file_size(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.len())
 }
@@ -121,8 +127,26 @@ impl Timer {
         f: impl FnOnce() -> Result<(T, bool, Option<u64>)>,
     ) -> Result<T> {
         let started = Instant::now();
-        progress("Running", name);
-        let (value, cached, bytes) = f().with_context(|| format!("stage {name}"))?;
+        // On a terminal a spinner shows the running stage and its elapsed time; elsewhere (CI,
+        // pipes, TERM=dumb) one plain line per stage start and end.
+        let spinner = interactive_stderr().then(|| {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            spinner.set_message(format!("{:>12} {name}", "Running"));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            spinner
+        });
+        if spinner.is_none() {
+            progress("Running", name);
+        }
+        let result = f().with_context(|| format!("stage {name}"));
+        if let Some(spinner) = spinner {
+            spinner.finish_and_clear();
+        }
+        let (value, cached, bytes) = result?;
         let seconds = started.elapsed().as_secs_f64();
         let how = if cached { "cached" } else { "built" };
         let size = bytes

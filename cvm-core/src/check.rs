@@ -44,6 +44,25 @@ pub struct CheckResult {
     pub remediation: String,
 }
 
+impl CheckResult {
+    /// A result with every field given; what each validation and preflight check builds.
+    pub fn new(
+        id: impl Into<String>,
+        title: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        remediation: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            title: title.into(),
+            status,
+            detail: detail.into(),
+            remediation: remediation.into(),
+        }
+    }
+}
+
 /// Counts per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {

@@ -29,13 +29,7 @@ struct Artifact {
 }
 
 fn result(status: Status, detail: String, remediation: &str) -> CheckResult {
-    CheckResult {
-        id: ID.to_owned(),
-        title: TITLE.to_owned(),
-        status,
-        detail,
-        remediation: remediation.to_owned(),
-    }
+    CheckResult::new(ID, TITLE, status, detail, remediation)
 }
 
 /// Verifies the artifacts in `dir` against `dir/manifest.json`.

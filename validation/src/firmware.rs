@@ -27,12 +27,8 @@ pub fn launch_firmware(model: &Model, artifacts: &Path) -> PathBuf {
 /// Evaluates `firmware.tee-support` for `model` over the firmware in `artifacts`.
 pub fn tee_support(model: &Model, artifacts: &Path) -> CheckResult {
     let path = launch_firmware(model, artifacts);
-    let result = |status, detail: String, remediation: &str| CheckResult {
-        id: ID.to_owned(),
-        title: TITLE.to_owned(),
-        status,
-        detail,
-        remediation: remediation.to_owned(),
+    let result = |status, detail: String, remediation: &str| {
+        CheckResult::new(ID, TITLE, status, detail, remediation)
     };
     let data = match std::fs::read(&path) {
         Ok(data) => data,

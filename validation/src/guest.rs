@@ -28,13 +28,7 @@ pub fn find_status(serial_log: &str) -> Option<Result<CvmStatus, String>> {
 }
 
 fn result(id: &str, title: &str, status: Status, detail: String, remediation: &str) -> CheckResult {
-    CheckResult {
-        id: id.to_owned(),
-        title: title.to_owned(),
-        status,
-        detail,
-        remediation: remediation.to_owned(),
-    }
+    CheckResult::new(id, title, status, detail, remediation)
 }
 
 const READY_TITLE: &str = "guest reports ready: CVM-STATUS ready, verity active, no failed units";

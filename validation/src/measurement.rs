@@ -18,12 +18,8 @@ const REBUILD: &str = "Rebuild with `cargo xtask guest build` (the artifacts or 
 
 /// Evaluates `e2e.artifacts-measurement` for `model` over `artifacts`.
 pub fn check(model: &Model, artifacts: &Path) -> CheckResult {
-    let result = |status, detail: String, remediation: &str| CheckResult {
-        id: ID.to_owned(),
-        title: TITLE.to_owned(),
-        status,
-        detail,
-        remediation: remediation.to_owned(),
+    let result = |status, detail: String, remediation: &str| {
+        CheckResult::new(ID, TITLE, status, detail, remediation)
     };
     let path = artifacts.join(MEASUREMENTS_FILE);
     let text = match std::fs::read_to_string(&path) {

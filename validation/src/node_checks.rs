@@ -103,13 +103,7 @@ impl Row {
     }
 
     fn result(self, status: Status, detail: String, remediation: String) -> CheckResult {
-        CheckResult {
-            id: self.id,
-            title: self.title,
-            status,
-            detail,
-            remediation,
-        }
+        CheckResult::new(self.id, self.title, status, detail, remediation)
     }
 
     fn pass(self, detail: impl Into<String>) -> CheckResult {

@@ -111,13 +111,7 @@ fn check(
     detail: impl Into<String>,
     remediation: &str,
 ) -> CheckResult {
-    CheckResult {
-        id: id.to_owned(),
-        title: title.to_owned(),
-        status,
-        detail: detail.into(),
-        remediation: remediation.to_owned(),
-    }
+    CheckResult::new(id, title, status, detail, remediation)
 }
 
 /// Stage 1a: one `<profile>.<row>` check per row of the node profile.

@@ -236,12 +236,8 @@ pub fn key_release_policy_check(
     use cvm_core::check::{CheckResult, Status};
     const ID: &str = "e2e.key-release";
     const TITLE: &str = "the model key is released only to attested workloads";
-    let result = |status, detail: String, remediation: &str| CheckResult {
-        id: ID.to_owned(),
-        title: TITLE.to_owned(),
-        status,
-        detail,
-        remediation: remediation.to_owned(),
+    let result = |status, detail: String, remediation: &str| {
+        CheckResult::new(ID, TITLE, status, detail, remediation)
     };
     let status = provider(&model.model, &model.source_name(), settings, env)
         .and_then(|provider| provider.check_key_release(&mut std::io::sink()));

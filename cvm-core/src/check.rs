@@ -106,22 +106,6 @@ impl Report {
         }
     }
 
-    /// Turns every skip into a failure (`--strict`).
-    pub fn strict(self) -> Self {
-        let checks = self
-            .checks
-            .into_iter()
-            .map(|mut check| {
-                if check.status == Status::Skip {
-                    check.status = Status::Fail;
-                    check.detail = format!("skipped under --strict: {}", check.detail);
-                }
-                check
-            })
-            .collect();
-        Self::new(checks)
-    }
-
     /// The process exit code of DESIGN.md §3: 0 when nothing failed, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         u8::from(self.summary.fail > 0)

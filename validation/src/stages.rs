@@ -243,6 +243,7 @@ fn emulated_boot(
     std::fs::create_dir_all(&work)?;
     let kvm = boot::resolve_accel(boot::Accel::Auto, &work)?;
     let outcome = boot::boot(&boot::BootRequest {
+        model: &context.model,
         artifacts: &context.artifacts,
         disk: context.artifacts.join("disk.qcow2"),
         mode: boot_mode(context),

@@ -103,6 +103,7 @@ pub fn run(command: GuestCommand) -> Result<ExitCode> {
                     artifacts.display()
                 );
                 let outcome = boot::boot(&boot::BootRequest {
+                    model: &model,
                     artifacts: &artifacts,
                     disk: artifacts.join("disk.qcow2"),
                     mode,

@@ -1,5 +1,7 @@
-//! The emulated boot test: QEMU + OVMF, from the disk (the ESP's UKI) or by direct boot of the UKI
-//! (`-kernel uki.efi` with the build's firmware.fd, the path SEV-SNP measured boot uses). KVM is
+//! The emulated boot test: QEMU with the model's own firmware, from the disk (the ESP's UKI) or by
+//! direct boot of the UKI (`-kernel uki.efi`, the path SEV-SNP measured boot uses). The argument
+//! vector is the launch script's ([`crate::launch::emulated_args`]) with the confidential objects,
+//! passed-through devices and network left out, so this test exercises the launch wiring. KVM is
 //! used only when a probe shows it really runs firmware; otherwise TCG. The guest keeps running
 //! after `CVM-STATUS`; QEMU is stopped once the line is read.
 
@@ -11,16 +13,17 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use cvm_core::cmd::Cmd;
+use cvm_core::{cmd::Cmd, model::LoadedModel};
 
 use super::status::{self, CvmStatus};
+use crate::launch::{self, EmulatedAccel, LaunchPaths};
 
 /// How the guest is booted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootMode {
-    /// OVMF_CODE_4M + a copy of its variables, booting \EFI\BOOT\BOOTX64.EFI from the disk.
+    /// The firmware boots \EFI\BOOT\BOOTX64.EFI from the disk's ESP.
     Disk,
-    /// firmware.fd (OVMF.amdsev.fd) + `-kernel uki.efi`.
+    /// The firmware boots `-kernel uki.efi` (QEMU's fw_cfg kernel).
     Direct,
 }
 
@@ -45,14 +48,15 @@ pub enum Accel {
     Tcg,
 }
 
-/// Host firmware for disk boots (Debian/Ubuntu ovmf package).
+/// Host firmware for the KVM probe (Debian/Ubuntu ovmf package).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// Its variable store template.
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// One boot to run.
 pub struct BootRequest<'a> {
-    /// The built artifacts (uki.efi, disk.qcow2, firmware.fd).
+    /// The model the artifacts were built from: vCPUs, memory and firmware come from it, as in
+    /// the launch script.
+    pub model: &'a LoadedModel,
+    /// The built artifacts (uki.efi, disk.qcow2, firmware.fd unless the model names a firmware).
     pub artifacts: &'a Path,
     /// The disk to attach (normally `artifacts/disk.qcow2`; the tamper test passes a copy).
     pub disk: PathBuf,
@@ -141,58 +145,32 @@ pub fn resolve_accel(accel: Accel, work: &Path) -> Result<bool> {
     }
 }
 
-/// The QEMU command line for `request`.
-pub fn qemu_command(request: &BootRequest<'_>, vars: &Path) -> Cmd {
-    let accel = if request.kvm {
-        ["-accel", "kvm", "-cpu", "host"]
-    } else {
-        ["-accel", "tcg", "-cpu", "max"]
+/// The QEMU command line for `request`: the launch script's wiring for the model with its boot
+/// mode set to `request.mode`, without the confidential objects.
+pub fn qemu_command(request: &BootRequest<'_>) -> Result<Cmd> {
+    let mut model = request.model.clone();
+    model.model.launch.boot = match request.mode {
+        BootMode::Disk => cvm_core::model::BootMode::Disk,
+        BootMode::Direct => cvm_core::model::BootMode::DirectUki,
     };
-    let mut command = Cmd::new("qemu-system-x86_64")
-        .args(["-machine", "q35"])
-        .args(accel)
-        .args(["-smp", "2", "-m", "2048"])
-        .args([
-            "-nic",
-            "none",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", request.serial_log.display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=virtio,format=qcow2,snapshot=on",
-            request.disk.display()
-        ));
-    match request.mode {
-        BootMode::Disk => {
-            command = command
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,file={OVMF_CODE},readonly=on"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-        }
-        BootMode::Direct => {
-            command = command
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,file={},readonly=on",
-                    request.artifacts.join("firmware.fd").display()
-                ))
-                .arg("-kernel")
-                .arg(request.artifacts.join("uki.efi"));
-        }
-    }
-    command
+    let firmware = match &model.model.launch.firmware {
+        Some(firmware) => model.resolve(&firmware.path),
+        None => request.artifacts.join(launch::FIRMWARE_FILE),
+    };
+    let uki = request.artifacts.join("uki.efi");
+    let paths = LaunchPaths {
+        firmware: &firmware,
+        uki: &uki,
+        disk: &request.disk,
+        serial_log: &request.serial_log,
+    };
+    let accel = if request.kvm {
+        EmulatedAccel::Kvm
+    } else {
+        EmulatedAccel::Tcg
+    };
+    let argv = launch::emulated_args(&model, &paths, accel)?;
+    Ok(Cmd::new("qemu-system-x86_64").args(argv))
 }
 
 /// Boots and waits for CVM-STATUS, a failure marker, QEMU's exit or the timeout.
@@ -203,13 +181,10 @@ pub fn boot(request: &BootRequest<'_>) -> Result<BootOutcome> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let vars = work.join(format!("ovmf-vars-{}.fd", std::process::id()));
-    if request.mode == BootMode::Disk {
-        fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-    }
+    let command = qemu_command(request)?;
     let _ = fs::remove_file(&request.serial_log);
     let started = Instant::now();
-    let mut child = qemu_command(request, &vars).spawn_background()?;
+    let mut child = command.spawn_background()?;
     let mut outcome = BootOutcome {
         status: None,
         seconds: 0.0,
@@ -261,7 +236,6 @@ pub fn boot(request: &BootRequest<'_>) -> Result<BootOutcome> {
     outcome.seconds = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
-    let _ = fs::remove_file(&vars);
     if outcome.failure.is_none() {
         if let Some(status) = &outcome.status {
             if !status.ready || status.verity != "active" || !status.failed_units.is_empty() {

@@ -100,6 +100,9 @@ pub struct BuildReport {
     pub root_hash: String,
     /// The total wall time.
     pub seconds: f64,
+    /// The rootfs stage's cache directory (the guest tree before hardening, the kernel, the
+    /// initrd and the UKI stub), for the benchmark's stock-initrd comparison.
+    pub rootfs_dir: PathBuf,
 }
 
 fn progress(verb: &str, what: &str) {
@@ -312,6 +315,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             stages: timer.stages,
             root_hash: String::new(),
             seconds: started.elapsed().as_secs_f64(),
+            rootfs_dir,
         });
     }
 
@@ -519,6 +523,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         stages: timer.stages,
         root_hash,
         seconds: started.elapsed().as_secs_f64(),
+        rootfs_dir,
     })
 }
 

@@ -24,6 +24,11 @@ pub(crate) enum Var {
     SerialLog,
     /// The SEV-SNP C-bit position (from the model, or read from CPUID at launch).
     Cbitpos,
+    /// `,iommufd=iommufd0` on each vfio-pci device when the host's QEMU and kernel have iommufd,
+    /// else empty (the legacy VFIO container); probed by the launch script.
+    VfioIommufd,
+    /// The words `-object iommufd,id=iommufd0` under the same condition, else none (a bash array).
+    IommufdObject,
 }
 
 impl Var {
@@ -35,6 +40,8 @@ impl Var {
             Var::Disk => "disk",
             Var::SerialLog => "serial_log",
             Var::Cbitpos => "cbitpos",
+            Var::VfioIommufd => "vfio_iommufd",
+            Var::IommufdObject => "iommufd_object",
         }
     }
 }
@@ -47,6 +54,8 @@ enum Part {
     /// A launch-time value; `in_option` means it sits inside a QEMU `key=value,…` list, where a
     /// comma must be written twice.
     Var { var: Var, in_option: bool },
+    /// A launch-time list of whole words (a bash array), possibly empty.
+    Splice(Var),
 }
 
 /// One argument, made of literal text and launch-time values.
@@ -68,6 +77,15 @@ impl Word {
         self
     }
 
+    /// A launch-time list of zero or more whole words.
+    pub(crate) fn splice(var: Var) -> Self {
+        Word(vec![Part::Splice(var)])
+    }
+
+    fn is_splice(&self) -> bool {
+        matches!(self.0.as_slice(), [Part::Splice(_)])
+    }
+
     /// The word as one shell word: literals quoted, variables expanded inside double quotes
     /// (with commas doubled by `${var//,/,,}` inside QEMU option lists).
     pub(crate) fn to_shell(&self) -> String {
@@ -83,6 +101,7 @@ impl Word {
                         out.push_str(&format!("\"${{{name}}}\""));
                     }
                 }
+                Part::Splice(var) => out.push_str(&format!("\"${{{}[@]}}\"", var.shell_name())),
             }
         }
         out
@@ -102,6 +121,8 @@ impl Word {
                         out.push(value);
                     }
                 }
+                // Only whole-word splices exist; `resolve` leaves them out.
+                Part::Splice(_) => {}
             }
         }
         out
@@ -268,15 +289,10 @@ pub(crate) fn arg_groups(plan: &Plan, mode: Mode) -> Vec<ArgGroup> {
     ));
 
     if confidential {
-        let vfio_suffix = if plan.tee == Tee::Tdx {
-            ",iommufd=iommufd0"
-        } else {
-            ""
-        };
-        if plan.tee == Tee::Tdx && !plan.passthrough.is_empty() {
+        if !plan.passthrough.is_empty() {
             groups.push(group(
-                "One iommufd context shared by the passed-through devices.",
-                words(&["-object", "iommufd,id=iommufd0"]),
+                "One iommufd context shared by the passed-through devices, when this host's QEMU and kernel have iommufd (probed above); else none, and VFIO uses its legacy container.",
+                vec![Word::splice(Var::IommufdObject)],
             ));
         }
         for (index, device) in plan.passthrough.iter().enumerate() {
@@ -292,10 +308,8 @@ pub(crate) fn arg_groups(plan: &Plan, mode: Mode) -> Vec<ArgGroup> {
                         "pcie-root-port,id=rp{port},bus=pcie.0,chassis={port},port={port}"
                     )),
                     Word::lit("-device"),
-                    Word::lit(format!(
-                        "vfio-pci,host={},bus=rp{port}{vfio_suffix}",
-                        device.address
-                    )),
+                    Word::lit(format!("vfio-pci,host={},bus=rp{port}", device.address))
+                        .var(Var::VfioIommufd, false),
                 ],
             ));
         }
@@ -404,6 +418,8 @@ pub struct LaunchPaths<'a> {
 }
 
 /// Flattens groups into an argument vector, resolving paths; the C-bit position must be known.
+/// Outside the launch script there are no passed-through devices, so the VFIO backend values
+/// resolve to nothing.
 pub(crate) fn resolve(
     groups: &[ArgGroup],
     paths: &LaunchPaths<'_>,
@@ -419,10 +435,17 @@ pub(crate) fn resolve(
                 .map(|bit| bit.to_string())
                 .unwrap_or_default()
                 .into(),
+            Var::VfioIommufd | Var::IommufdObject => OsString::new(),
         }
     };
     groups
         .iter()
-        .flat_map(|group| group.words.iter().map(|word| word.resolve(&value)))
+        .flat_map(|group| {
+            group
+                .words
+                .iter()
+                .filter(|word| !word.is_splice())
+                .map(|word| word.resolve(&value))
+        })
         .collect()
 }

@@ -89,7 +89,9 @@ fn boot_it(artifacts: &Path, disk: PathBuf, mode: boot::BootMode, name: &str) ->
     let _guard = BOOTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let model = cvm_core::model::load(None).expect("the embedded model loads");
     let outcome = boot::boot(&boot::BootRequest {
+        model: &model,
         artifacts,
         disk,
         mode,

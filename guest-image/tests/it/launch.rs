@@ -969,6 +969,80 @@ fn host_without_the_tee_is_refused() {
     }
 }
 
+/// The VFIO backend the dry run of `stem` chooses with `qemu` and an iommu device that exists or
+/// not: (the `-object` values, the `iommufd=` of every vfio-pci device).
+fn vfio_backend(stem: &str, qemu: &Path, iommu_exists: bool) -> (Vec<String>, Vec<Option<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    stand_in_artifacts(dir.path());
+    let written = launch::render(&model(stem), dir.path(), dir.path()).unwrap();
+    let cpuid = dir.path().join("cpuid");
+    fake_cpuid(&cpuid, 0x0000_0100 | FAKE_CPUID_CBITPOS);
+    let iommu = dir.path().join("iommu");
+    if iommu_exists {
+        std::fs::write(&iommu, "").unwrap();
+    }
+    let stdout = Cmd::new("bash")
+        .arg(&written[0])
+        .arg("--dry-run")
+        .env("CVM_CPUID_DEVICE", &cpuid)
+        .env("CVM_IOMMU_DEVICE", &iommu)
+        .env("QEMU", qemu)
+        .run()
+        .unwrap()
+        .stdout;
+    let line = String::from_utf8(stdout).unwrap();
+    let words: Vec<&str> = line.lines().next().unwrap().split(' ').collect();
+    let after = |flag: &str| -> Vec<String> {
+        words
+            .windows(2)
+            .filter(|pair| pair[0] == flag)
+            .map(|pair| pair[1].to_owned())
+            .collect()
+    };
+    let iommufd = after("-device")
+        .into_iter()
+        .filter(|device| device.starts_with("vfio-pci,"))
+        .map(|device| options(&device).get("iommufd").cloned())
+        .collect();
+    let objects = after("-object")
+        .into_iter()
+        .filter(|object| object.starts_with("iommufd"))
+        .collect();
+    (objects, iommufd)
+}
+
+#[test]
+fn vfio_uses_iommufd_only_where_qemu_and_the_kernel_have_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = stub_qemu(
+        dir.path(),
+        &["iommufd", "sev-snp-guest", "tdx-guest"],
+        &["EPYC-v4"],
+    );
+    let without_dir = tempfile::tempdir().unwrap();
+    let without = stub_qemu(
+        without_dir.path(),
+        &["sev-snp-guest", "tdx-guest"],
+        &["EPYC-v4"],
+    );
+    for stem in [
+        "snp-1gpu-direct",
+        "snp-8gpu-disk",
+        "tdx-1gpu-disk",
+        "tdx-8gpu-direct",
+    ] {
+        let gpus = model(stem).model.launch.gpus.len() + model(stem).model.launch.nvswitches.len();
+        let (objects, iommufd) = vfio_backend(stem, &with, true);
+        assert_eq!(objects, ["iommufd,id=iommufd0"], "{stem}");
+        assert_eq!(iommufd, vec![Some("iommufd0".to_owned()); gpus], "{stem}");
+        for (qemu, iommu) in [(&with, false), (&without, true)] {
+            let (objects, iommufd) = vfio_backend(stem, qemu, iommu);
+            assert!(objects.is_empty(), "{stem}: {objects:?}");
+            assert_eq!(iommufd, vec![None; gpus], "{stem}");
+        }
+    }
+}
+
 #[test]
 fn emulated_args_share_the_wiring_without_confidential_objects() {
     for stem in MATRIX {

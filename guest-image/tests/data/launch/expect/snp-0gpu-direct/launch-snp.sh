@@ -7,7 +7,7 @@
 # Usage: launch-snp.sh [--dry-run]
 #   --dry-run  print the QEMU command and the expected launch measurement; start nothing.
 # Environment: QEMU names the QEMU binary (default qemu-system-x86_64, version 9.2.1 or 10.x);
-# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid (for tests).
+# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid, CVM_IOMMU_DEVICE replaces /dev/iommu (for tests).
 #
 # Every path is relative to this script's directory, so the directory can be moved as a whole.
 set -euo pipefail

@@ -7,7 +7,7 @@
 # Usage: launch-snp.sh [--dry-run]
 #   --dry-run  print the QEMU command and the expected launch measurement; start nothing.
 # Environment: QEMU names the QEMU binary (default qemu-system-x86_64, version 9.2.1 or 10.x);
-# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid (for tests).
+# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid, CVM_IOMMU_DEVICE replaces /dev/iommu (for tests).
 #
 # Every path is relative to this script's directory, so the directory can be moved as a whole.
 set -euo pipefail
@@ -83,6 +83,15 @@ check_vfio() {
 }
 
 qemu="${QEMU:-qemu-system-x86_64}"
+# VFIO backend: iommufd where this host's QEMU has the object and the kernel has /dev/iommu,
+# else the legacy VFIO container.
+iommufd_object=()
+vfio_iommufd=''
+qemu_objects="$("$qemu" -object help 2>/dev/null || true)"
+if [[ -e "${CVM_IOMMU_DEVICE:-/dev/iommu}" ]] && grep -qxF '  iommufd' <<<"$qemu_objects"; then
+  iommufd_object=(-object 'iommufd,id=iommufd0')
+  vfio_iommufd=',iommufd=iommufd0'
+fi
 # QEMU options are comma-separated key=value lists inside one argument, not array separators.
 # shellcheck disable=SC2054
 qemu_args=(
@@ -100,9 +109,11 @@ qemu_args=(
   # The disk with the dm-verity root, attached read-only.
   -drive file="${disk//,/,,}",if=none,id=disk0,format=qcow2,readonly=on
   -device virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,bootindex=0
+  # One iommufd context shared by the passed-through devices, when this host's QEMU and kernel have iommufd (probed above); else none, and VFIO uses its legacy container.
+  "${iommufd_object[@]}"
   # GPU (H100) 0000:c1:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,port=1
-  -device vfio-pci,host=0000:c1:00.0,bus=rp1
+  -device vfio-pci,host=0000:c1:00.0,bus=rp1"${vfio_iommufd}"
   # 64-bit MMIO window for the GPU BARs: 524288 MiB.
   -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=524288
   # User-mode network: host port 9443 to the guest's HTTPS endpoint on port 443.

@@ -7,7 +7,7 @@
 # Usage: launch-snp.sh [--dry-run]
 #   --dry-run  print the QEMU command and the expected launch measurement; start nothing.
 # Environment: QEMU names the QEMU binary (default qemu-system-x86_64, version 9.2.1 or 10.x);
-# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid (for tests).
+# CVM_CPUID_DEVICE replaces /dev/cpu/0/cpuid, CVM_IOMMU_DEVICE replaces /dev/iommu (for tests).
 #
 # Every path is relative to this script's directory, so the directory can be moved as a whole.
 set -euo pipefail
@@ -94,6 +94,15 @@ check_vfio() {
 }
 
 qemu="${QEMU:-qemu-system-x86_64}"
+# VFIO backend: iommufd where this host's QEMU has the object and the kernel has /dev/iommu,
+# else the legacy VFIO container.
+iommufd_object=()
+vfio_iommufd=''
+qemu_objects="$("$qemu" -object help 2>/dev/null || true)"
+if [[ -e "${CVM_IOMMU_DEVICE:-/dev/iommu}" ]] && grep -qxF '  iommufd' <<<"$qemu_objects"; then
+  iommufd_object=(-object 'iommufd,id=iommufd0')
+  vfio_iommufd=',iommufd=iommufd0'
+fi
 # QEMU options are comma-separated key=value lists inside one argument, not array separators.
 # shellcheck disable=SC2054
 qemu_args=(
@@ -111,42 +120,44 @@ qemu_args=(
   # The disk with the dm-verity root, attached read-only.
   -drive file="${disk//,/,,}",if=none,id=disk0,format=qcow2,readonly=on
   -device virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,bootindex=0
+  # One iommufd context shared by the passed-through devices, when this host's QEMU and kernel have iommufd (probed above); else none, and VFIO uses its legacy container.
+  "${iommufd_object[@]}"
   # GPU (H100) 0000:18:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,port=1
-  -device vfio-pci,host=0000:18:00.0,bus=rp1
+  -device vfio-pci,host=0000:18:00.0,bus=rp1"${vfio_iommufd}"
   # GPU (H100) 0000:2a:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp2,bus=pcie.0,chassis=2,port=2
-  -device vfio-pci,host=0000:2a:00.0,bus=rp2
+  -device vfio-pci,host=0000:2a:00.0,bus=rp2"${vfio_iommufd}"
   # GPU (H100) 0000:3a:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp3,bus=pcie.0,chassis=3,port=3
-  -device vfio-pci,host=0000:3a:00.0,bus=rp3
+  -device vfio-pci,host=0000:3a:00.0,bus=rp3"${vfio_iommufd}"
   # GPU (H100) 0000:5d:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp4,bus=pcie.0,chassis=4,port=4
-  -device vfio-pci,host=0000:5d:00.0,bus=rp4
+  -device vfio-pci,host=0000:5d:00.0,bus=rp4"${vfio_iommufd}"
   # GPU (H100) 0000:9a:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp5,bus=pcie.0,chassis=5,port=5
-  -device vfio-pci,host=0000:9a:00.0,bus=rp5
+  -device vfio-pci,host=0000:9a:00.0,bus=rp5"${vfio_iommufd}"
   # GPU (H100) 0000:ab:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp6,bus=pcie.0,chassis=6,port=6
-  -device vfio-pci,host=0000:ab:00.0,bus=rp6
+  -device vfio-pci,host=0000:ab:00.0,bus=rp6"${vfio_iommufd}"
   # GPU (H100) 0000:ba:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp7,bus=pcie.0,chassis=7,port=7
-  -device vfio-pci,host=0000:ba:00.0,bus=rp7
+  -device vfio-pci,host=0000:ba:00.0,bus=rp7"${vfio_iommufd}"
   # GPU (H100) 0000:db:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp8,bus=pcie.0,chassis=8,port=8
-  -device vfio-pci,host=0000:db:00.0,bus=rp8
+  -device vfio-pci,host=0000:db:00.0,bus=rp8"${vfio_iommufd}"
   # NVSwitch 0000:05:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp9,bus=pcie.0,chassis=9,port=9
-  -device vfio-pci,host=0000:05:00.0,bus=rp9
+  -device vfio-pci,host=0000:05:00.0,bus=rp9"${vfio_iommufd}"
   # NVSwitch 0000:06:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp10,bus=pcie.0,chassis=10,port=10
-  -device vfio-pci,host=0000:06:00.0,bus=rp10
+  -device vfio-pci,host=0000:06:00.0,bus=rp10"${vfio_iommufd}"
   # NVSwitch 0000:07:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp11,bus=pcie.0,chassis=11,port=11
-  -device vfio-pci,host=0000:07:00.0,bus=rp11
+  -device vfio-pci,host=0000:07:00.0,bus=rp11"${vfio_iommufd}"
   # NVSwitch 0000:08:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp12,bus=pcie.0,chassis=12,port=12
-  -device vfio-pci,host=0000:08:00.0,bus=rp12
+  -device vfio-pci,host=0000:08:00.0,bus=rp12"${vfio_iommufd}"
   # 64-bit MMIO window for the GPU BARs: 2097152 MiB.
   -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=2097152
   # No network: the model asks for none.

@@ -86,6 +86,15 @@ check_vfio() {
 }
 
 qemu="${QEMU:-qemu-system-x86_64}"
+# VFIO backend: iommufd where this host's QEMU has the object and the kernel has /dev/iommu,
+# else the legacy VFIO container.
+iommufd_object=()
+vfio_iommufd=''
+qemu_objects="$("$qemu" -object help 2>/dev/null || true)"
+if [[ -e "${CVM_IOMMU_DEVICE:-/dev/iommu}" ]] && grep -qxF '  iommufd' <<<"$qemu_objects"; then
+  iommufd_object=(-object 'iommufd,id=iommufd0')
+  vfio_iommufd=',iommufd=iommufd0'
+fi
 # QEMU options are comma-separated key=value lists inside one argument, not array separators.
 # shellcheck disable=SC2054
 qemu_args=(
@@ -103,32 +112,32 @@ qemu_args=(
   # The disk with the dm-verity root, attached read-only.
   -drive file="${disk//,/,,}",if=none,id=disk0,format=qcow2,readonly=on
   -device virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,bootindex=0
-  # One iommufd context shared by the passed-through devices.
-  -object iommufd,id=iommufd0
+  # One iommufd context shared by the passed-through devices, when this host's QEMU and kernel have iommufd (probed above); else none, and VFIO uses its legacy container.
+  "${iommufd_object[@]}"
   # GPU (B200) 0000:1b:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,port=1
-  -device vfio-pci,host=0000:1b:00.0,bus=rp1,iommufd=iommufd0
+  -device vfio-pci,host=0000:1b:00.0,bus=rp1"${vfio_iommufd}"
   # GPU (B200) 0000:43:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp2,bus=pcie.0,chassis=2,port=2
-  -device vfio-pci,host=0000:43:00.0,bus=rp2,iommufd=iommufd0
+  -device vfio-pci,host=0000:43:00.0,bus=rp2"${vfio_iommufd}"
   # GPU (B200) 0000:52:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp3,bus=pcie.0,chassis=3,port=3
-  -device vfio-pci,host=0000:52:00.0,bus=rp3,iommufd=iommufd0
+  -device vfio-pci,host=0000:52:00.0,bus=rp3"${vfio_iommufd}"
   # GPU (B200) 0000:61:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp4,bus=pcie.0,chassis=4,port=4
-  -device vfio-pci,host=0000:61:00.0,bus=rp4,iommufd=iommufd0
+  -device vfio-pci,host=0000:61:00.0,bus=rp4"${vfio_iommufd}"
   # GPU (B200) 0000:9d:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp5,bus=pcie.0,chassis=5,port=5
-  -device vfio-pci,host=0000:9d:00.0,bus=rp5,iommufd=iommufd0
+  -device vfio-pci,host=0000:9d:00.0,bus=rp5"${vfio_iommufd}"
   # GPU (B200) 0000:c3:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp6,bus=pcie.0,chassis=6,port=6
-  -device vfio-pci,host=0000:c3:00.0,bus=rp6,iommufd=iommufd0
+  -device vfio-pci,host=0000:c3:00.0,bus=rp6"${vfio_iommufd}"
   # GPU (B200) 0000:d1:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp7,bus=pcie.0,chassis=7,port=7
-  -device vfio-pci,host=0000:d1:00.0,bus=rp7,iommufd=iommufd0
+  -device vfio-pci,host=0000:d1:00.0,bus=rp7"${vfio_iommufd}"
   # GPU (B200) 0000:df:00.0 behind its own PCIe root port.
   -device pcie-root-port,id=rp8,bus=pcie.0,chassis=8,port=8
-  -device vfio-pci,host=0000:df:00.0,bus=rp8,iommufd=iommufd0
+  -device vfio-pci,host=0000:df:00.0,bus=rp8"${vfio_iommufd}"
   # 64-bit MMIO window for the GPU BARs: 2097152 MiB.
   -fw_cfg name=opt/ovmf/X-PciMmio64Mb,string=2097152
   # User-mode network: host port 8443 to the guest's HTTPS endpoint on port 443.

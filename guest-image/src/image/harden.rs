@@ -21,6 +21,148 @@ pub const REMOVE_PATHS: &str = include_str!("../../data/remove-paths.txt");
 pub const MASK_UNITS: &str = include_str!("../../data/mask-units.txt");
 /// Paths the audit refuses to find.
 pub const FORBIDDEN_PATHS: &str = include_str!("../../data/forbidden-paths.txt");
+/// Kernel modules kept (with their dependencies); `!` marks the required ones.
+pub const KEEP_MODULES: &str = include_str!("../../data/keep-modules.txt");
+
+/// One entry of keep-modules.txt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptModule {
+    /// The module name with `-` written `_`.
+    pub name: String,
+    /// The build and the audit fail without it.
+    pub required: bool,
+}
+
+/// The entries of keep-modules.txt.
+pub fn kept_modules(text: &str) -> Vec<KeptModule> {
+    list_entries(text)
+        .into_iter()
+        .map(|entry| {
+            let (name, required) = match entry.strip_suffix('!') {
+                Some(name) => (name.trim(), true),
+                None => (entry, false),
+            };
+            KeptModule {
+                name: module_name(name),
+                required,
+            }
+        })
+        .collect()
+}
+
+/// A module's canonical name: `-` written `_`, without directory or `.ko[.zst|.xz|.gz]`.
+pub fn module_name(file_or_name: &str) -> String {
+    let base = file_or_name.rsplit('/').next().unwrap_or(file_or_name);
+    let stem = base.split(".ko").next().unwrap_or(base);
+    stem.replace('-', "_")
+}
+
+/// The module files and built-in modules of one kernel's module directory.
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    /// Module name → (path relative to the module directory, the names it depends on).
+    pub modules: std::collections::BTreeMap<String, (String, Vec<String>)>,
+    /// Names of modules built into the kernel.
+    pub builtin: std::collections::BTreeSet<String>,
+}
+
+impl ModuleIndex {
+    /// Reads `modules.dep` and `modules.builtin` of `dir` (`usr/lib/modules/<release>`).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let dep = fs::read_to_string(dir.join("modules.dep"))
+            .with_context(|| format!("reading {}/modules.dep", dir.display()))?;
+        let mut index = ModuleIndex::default();
+        for line in dep.lines() {
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let deps = deps.split_whitespace().map(module_name).collect();
+            index
+                .modules
+                .insert(module_name(path), (path.trim().to_owned(), deps));
+        }
+        if let Ok(builtin) = fs::read_to_string(dir.join("modules.builtin")) {
+            index.builtin = builtin.lines().map(module_name).collect();
+        }
+        Ok(index)
+    }
+
+    /// True when the kernel has `name` as a module file or built in.
+    pub fn has(&self, name: &str) -> bool {
+        self.modules.contains_key(name) || self.builtin.contains(name)
+    }
+
+    /// `names` and every module they need, transitively (built-in names are skipped).
+    pub fn closure<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut kept = std::collections::BTreeSet::new();
+        let mut queue: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        while let Some(name) = queue.pop() {
+            if let Some((_, deps)) = self.modules.get(&name) {
+                if kept.insert(name) {
+                    queue.extend(deps.iter().cloned());
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// Deletes every module file of the kernel at `module_dir` except `keep` and what they need;
+/// returns (kept, deleted). A required module the kernel lacks is an error; an optional one is
+/// reported on stderr.
+pub fn prune_modules(module_dir: &Path, keep: &[KeptModule]) -> Result<(usize, usize)> {
+    let index = ModuleIndex::read(module_dir)?;
+    let missing: Vec<&KeptModule> = keep.iter().filter(|m| !index.has(&m.name)).collect();
+    if let Some(required) = missing.iter().find(|m| m.required) {
+        bail!(
+            "the guest kernel in {} has no module {:?}, which keep-modules.txt requires; choose a kernel that ships it (guest.kernel) or install the package that does",
+            module_dir.display(),
+            required.name
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "{:>12} not in this kernel (skipped): {}",
+            "Modules",
+            missing
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let kept = index.closure(keep.iter().map(|m| m.name.as_str()));
+    let mut deleted = 0;
+    for entry in walkdir::WalkDir::new(module_dir).follow_links(false) {
+        let entry = entry.context("walking the guest's modules")?;
+        let file = entry.file_name().to_string_lossy();
+        if entry.file_type().is_file()
+            && file.contains(".ko")
+            && !kept.contains(&module_name(&file))
+        {
+            remove_any(entry.path())?;
+            deleted += 1;
+        }
+    }
+    // Directories left empty go too (deepest first).
+    let mut dirs: Vec<PathBuf> = walkdir::WalkDir::new(module_dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        if dir != module_dir && fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+            fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok((kept.len(), deleted))
+}
 
 /// The entries of a data list: one per line, `#` comments and blank lines skipped.
 pub fn list_entries(text: &str) -> Vec<&str> {
@@ -105,6 +247,8 @@ pub struct HardenReport {
     pub removed: usize,
     /// Setuid/setgid bits cleared.
     pub setid_cleared: usize,
+    /// Kernel module files kept.
+    pub modules_kept: usize,
 }
 
 /// Hardens the tree at `root` in place. `kernel_meta` is the model's kernel meta package,
@@ -130,15 +274,11 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .run()
         .context("purging packages from the guest with its own dpkg")?;
-    // The module trees go before depmod, which must still see kmod in the tree.
-    for pattern in list_entries(REMOVE_PATHS) {
-        if pattern.starts_with("usr/lib/modules/") {
-            for path in expand(root, pattern) {
-                remove_any(&path)?;
-                report.removed += 1;
-            }
-        }
-    }
+    // Modules are pruned before depmod, which must still see kmod in the tree.
+    let module_dir = root.join("usr/lib/modules").join(kernel_version);
+    let (kept, deleted) = prune_modules(&module_dir, &kept_modules(KEEP_MODULES))?;
+    report.modules_kept = kept;
+    report.removed += deleted;
     Cmd::new("chroot")
         .arg(root)
         .args(["depmod", "-a", kernel_version])
@@ -191,9 +331,37 @@ fn write(root: &Path, relative: &str, contents: &str) -> Result<()> {
     fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Problems the audit finds in an extracted root tree: forbidden paths and setuid/setgid files.
+/// Problems the audit finds in an extracted root tree: forbidden paths, setuid/setgid files, and
+/// required kernel modules (keep-modules.txt) the kernel has neither as a file nor built in.
 pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
+    let modules = root.join("usr/lib/modules");
+    let releases: Vec<PathBuf> = fs::read_dir(&modules)
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    if releases.len() != 1 {
+        problems.push(format!(
+            "expected one kernel's modules under /usr/lib/modules, found {}",
+            releases.len()
+        ));
+    }
+    for release in &releases {
+        let index = ModuleIndex::read(release)?;
+        for module in kept_modules(KEEP_MODULES).iter().filter(|m| m.required) {
+            let present = index.builtin.contains(&module.name)
+                || index
+                    .modules
+                    .get(&module.name)
+                    .is_some_and(|(path, _)| release.join(path).is_file());
+            if !present {
+                problems.push(format!(
+                    "required kernel module {} is missing from /{}",
+                    module.name,
+                    release.strip_prefix(root).unwrap_or(release).display()
+                ));
+            }
+        }
+    }
     for pattern in list_entries(FORBIDDEN_PATHS) {
         for path in expand(root, pattern) {
             let relative = path.strip_prefix(root).unwrap_or(&path);

@@ -35,7 +35,7 @@ use cache::{Cache, KeyBuilder};
 use lock::PackagesLock;
 
 /// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
-const PIPELINE_VERSION: &str = "1";
+const PIPELINE_VERSION: &str = "2";
 
 /// The host tools the build runs (names in `cvm_core::deps::REQUIREMENTS`).
 pub const BUILD_REQUIREMENTS: &[&str] = &[
@@ -324,6 +324,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("purge", harden::PURGE_PACKAGES)
         .text("remove", harden::REMOVE_PATHS)
         .text("mask", harden::MASK_UNITS)
+        .text("keep-modules", harden::KEEP_MODULES)
         .finish();
     let harden_dir = timer.run("harden", || {
         let stage = cache.stage(
@@ -342,8 +343,8 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                 progress(
                     "Hardened",
                     &format!(
-                        "{} paths removed, {} setuid/setgid bits cleared",
-                        report.removed, report.setid_cleared
+                        "{} paths removed, {} kernel modules kept, {} setuid/setgid bits cleared",
+                        report.removed, report.modules_kept, report.setid_cleared
                     ),
                 );
                 Ok(())

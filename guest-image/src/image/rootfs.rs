@@ -24,6 +24,10 @@ pub const BASE_PACKAGES: &[&str] = &[
     "zstd",
 ];
 
+/// The prefix of the package with the kernel's extra modules (the TEE guest drivers among them);
+/// the kernel release completes the name.
+pub const EXTRA_MODULES: &str = "linux-modules-extra-";
+
 /// Packages the build takes files from: the firmware (OVMF.amdsev.fd) and the UKI stub.
 pub const BUILD_PACKAGES: &[&str] = &["ovmf", "systemd-boot-efi"];
 
@@ -230,6 +234,18 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             BUILD_PACKAGES.join(" "),
             q(&build_list)
         ))
+        // Ubuntu ships the TEE guest drivers (sev-guest, tdx-guest, tsm_report) in the kernel's
+        // linux-modules-extra package, which the versioned kernel meta package does not pull in;
+        // its name carries the kernel release the meta package resolved to. The host's apt (which
+        // reaches the mirror, or the offline repository) only downloads it into the guest's
+        // archive cache — with mmdebstrap's configuration it would install onto the host — and
+        // the guest's own apt installs it from there. Harden prunes it to keep-modules.txt.
+        .args(ubuntu.then(|| {
+            [
+                format!("--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
+                format!("--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
+            ]
+        }).into_iter().flatten())
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)

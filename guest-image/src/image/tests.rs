@@ -129,7 +129,7 @@ fn data_lists_skip_comments_and_blank_lines() {
 #[test]
 fn the_audit_finds_forbidden_paths_and_setuid_files() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = root_with_modules();
     let root = dir.path();
     fs::create_dir_all(root.join("usr/bin")).unwrap();
     fs::write(root.join("usr/bin/true"), "").unwrap();
@@ -344,4 +344,101 @@ fn stage_keys_chain_and_stale_mounts_are_found() {
         Some(4242)
     );
     assert_eq!(cache::temporary_pid(Path::new("/t/cvm-base")), None);
+}
+
+/// Lays out the modules fixture (every file of modules.dep, empty) in a temporary directory.
+fn module_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["modules.dep", "modules.builtin"] {
+        fs::copy(data(&format!("modules/{name}")), dir.path().join(name)).unwrap();
+    }
+    for line in read("modules/modules.dep").lines() {
+        let path = dir.path().join(line.split(':').next().unwrap());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, "").unwrap();
+    }
+    dir
+}
+
+fn module_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".ko"))
+        .map(|e| harden::module_name(&e.file_name().to_string_lossy()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn modules_are_pruned_to_the_keep_list_and_what_it_needs() {
+    let dir = module_tree();
+    let (kept, deleted) =
+        harden::prune_modules(dir.path(), &harden::kept_modules(harden::KEEP_MODULES)).unwrap();
+    assert_eq!(
+        module_files(dir.path()),
+        [
+            "dm_bufio",
+            "dm_verity",
+            "erofs",
+            "nf_conntrack",
+            "nf_tables",
+            "nfnetlink",
+            "nft_ct",
+            "sev_guest",
+            "tdx_guest",
+            "tsm_report"
+        ]
+    );
+    assert_eq!((kept, deleted), (10, 5));
+    // The directories of deleted modules are gone with them.
+    assert!(!dir.path().join("kernel/arch").exists());
+    assert!(!dir.path().join("kernel/lib").exists());
+}
+
+#[test]
+fn a_required_module_the_kernel_lacks_fails_the_build() {
+    let dir = module_tree();
+    let keep = harden::kept_modules(
+        "erofs !\nsev-guest !\nvirtio_blk !\nmissing_optional\nefi_secret !\n",
+    );
+    let err = harden::prune_modules(dir.path(), &keep).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no module \"efi_secret\", which keep-modules.txt requires"),
+        "{err}"
+    );
+}
+
+/// A root tree holding only the modules fixture as usr/lib/modules/6.17.0-42-generic.
+fn root_with_modules() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let release = root.path().join(RELEASE);
+    fs::create_dir_all(release.parent().unwrap()).unwrap();
+    let tree = module_tree();
+    Cmd::new("cp")
+        .arg("-a")
+        .arg(tree.path())
+        .arg(&release)
+        .run()
+        .unwrap();
+    root
+}
+
+const RELEASE: &str = "usr/lib/modules/6.17.0-42-generic";
+
+#[test]
+fn the_audit_refuses_an_image_without_a_required_module() {
+    let root = root_with_modules();
+    let release = root.path().join(RELEASE);
+    assert_eq!(
+        harden::audit_tree(root.path()).unwrap(),
+        Vec::<String>::new()
+    );
+    fs::remove_file(release.join("kernel/drivers/virt/coco/tdx-guest/tdx-guest.ko.zst")).unwrap();
+    assert_eq!(
+        harden::audit_tree(root.path()).unwrap(),
+        ["required kernel module tdx_guest is missing from /usr/lib/modules/6.17.0-42-generic"]
+    );
 }

@@ -671,9 +671,8 @@ fn the_debian_trixie_fallback_builds_and_boots() {
     );
     let (firmware, _) = cvm_core::hash::sha256_file(&built.out.join("firmware.fd")).unwrap();
     assert_eq!(firmware, FALLBACK_FIRMWARE_SHA256);
-    let work = tempfile::tempdir_in(workspace().join("target")).unwrap();
-    let problems = image::audit_qcow2(&built.out.join("disk.qcow2"), work.path()).unwrap();
-    assert_eq!(problems, Vec::<String>::new());
+    // The build's audit stage has already read the finished disk (a finding fails the build);
+    // one direct boot is the cheapest proof that the Debian kernel, initrd and root work.
     let outcome = boot_it(
         &built.out,
         built.out.join("disk.qcow2"),

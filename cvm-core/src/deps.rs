@@ -122,6 +122,22 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("gpgv", "gpgv", "verifying signed package indexes"),
     ),
     (
+        "gpg",
+        tool(
+            "gpg",
+            "gpg",
+            "tests: signing a local repository with a key the build does not trust",
+        ),
+    ),
+    (
+        "gpgconf",
+        tool(
+            "gpgconf",
+            "gpgconf",
+            "tests: stopping the gpg-agent of that key",
+        ),
+    ),
+    (
         "unshare",
         tool(
             "unshare",
@@ -199,6 +215,15 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
             package: "ubuntu-keyring",
             bookworm_backports: true,
             purpose: "verifying the Ubuntu archive's signatures",
+        },
+    ),
+    (
+        "debian-archive-keyring",
+        Requirement {
+            probe: Probe::File("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            package: "debian-archive-keyring",
+            bookworm_backports: false,
+            purpose: "verifying the Debian archive's signatures (the tests' trixie fallback)",
         },
     ),
     (

@@ -21,6 +21,9 @@ const TEST_REQUIREMENTS: &[&str] = &[
     "qemu-system-x86_64",
     "mmdebstrap",
     "ubuntu-archive-keyring",
+    "debian-archive-keyring", // guest-image image: the Debian trixie fallback build.
+    "gpg",                    // guest-image image: a repository signed by an untrusted key.
+    "gpgconf",
     "chroot",
     "lspci",
     "dmidecode",

@@ -41,6 +41,7 @@ fn options(
         no_cache,
         cvm_status,
         lock_only,
+        distro: image::Distro::Ubuntu,
     })
 }
 

@@ -24,13 +24,21 @@ pub const FORBIDDEN_PATHS: &str = include_str!("../../data/forbidden-paths.txt")
 /// Kernel modules kept (with their dependencies); `!` marks the required ones.
 pub const KEEP_MODULES: &str = include_str!("../../data/keep-modules.txt");
 
-/// One entry of keep-modules.txt.
+/// One entry of keep-modules.txt: a module, or alternatives (`a|b`: the names one module has in
+/// different kernels).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptModule {
-    /// The module name with `-` written `_`.
-    pub name: String,
-    /// The build and the audit fail without it.
+    /// The module's names with `-` written `_`.
+    pub names: Vec<String>,
+    /// The build and the audit fail when the kernel has none of the names.
     pub required: bool,
+}
+
+impl KeptModule {
+    /// The entry as written (`a|b`).
+    pub fn label(&self) -> String {
+        self.names.join("|")
+    }
 }
 
 /// The entries of keep-modules.txt.
@@ -38,12 +46,12 @@ pub fn kept_modules(text: &str) -> Vec<KeptModule> {
     list_entries(text)
         .into_iter()
         .map(|entry| {
-            let (name, required) = match entry.strip_suffix('!') {
-                Some(name) => (name.trim(), true),
+            let (names, required) = match entry.strip_suffix('!') {
+                Some(names) => (names.trim(), true),
                 None => (entry, false),
             };
             KeptModule {
-                name: module_name(name),
+                names: names.split('|').map(|n| module_name(n.trim())).collect(),
                 required,
             }
         })
@@ -115,12 +123,15 @@ impl ModuleIndex {
 /// reported on stderr.
 pub fn prune_modules(module_dir: &Path, keep: &[KeptModule]) -> Result<(usize, usize)> {
     let index = ModuleIndex::read(module_dir)?;
-    let missing: Vec<&KeptModule> = keep.iter().filter(|m| !index.has(&m.name)).collect();
+    let missing: Vec<&KeptModule> = keep
+        .iter()
+        .filter(|m| !m.names.iter().any(|name| index.has(name)))
+        .collect();
     if let Some(required) = missing.iter().find(|m| m.required) {
         bail!(
             "the guest kernel in {} has no module {:?}, which keep-modules.txt requires; choose a kernel that ships it (guest.kernel) or install the package that does",
             module_dir.display(),
-            required.name
+            required.label()
         );
     }
     if !missing.is_empty() {
@@ -129,12 +140,12 @@ pub fn prune_modules(module_dir: &Path, keep: &[KeptModule]) -> Result<(usize, u
             "Modules",
             missing
                 .iter()
-                .map(|m| m.name.as_str())
+                .map(|m| m.label())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
-    let kept = index.closure(keep.iter().map(|m| m.name.as_str()));
+    let kept = index.closure(keep.iter().flat_map(|m| m.names.iter().map(String::as_str)));
     let mut deleted = 0;
     for entry in walkdir::WalkDir::new(module_dir).follow_links(false) {
         let entry = entry.context("walking the guest's modules")?;
@@ -348,15 +359,17 @@ pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
     for release in &releases {
         let index = ModuleIndex::read(release)?;
         for module in kept_modules(KEEP_MODULES).iter().filter(|m| m.required) {
-            let present = index.builtin.contains(&module.name)
-                || index
-                    .modules
-                    .get(&module.name)
-                    .is_some_and(|(path, _)| release.join(path).is_file());
+            let present = module.names.iter().any(|name| {
+                index.builtin.contains(name)
+                    || index
+                        .modules
+                        .get(name)
+                        .is_some_and(|(path, _)| release.join(path).is_file())
+            });
             if !present {
                 problems.push(format!(
                     "required kernel module {} is missing from /{}",
-                    module.name,
+                    module.label(),
                     release.strip_prefix(root).unwrap_or(release).display()
                 ));
             }

@@ -1,5 +1,6 @@
 //! A local flat apt repository made from packages.lock and the package cache, for `--offline`
-//! builds and for the test that proves apt's signature check is on.
+//! builds and for the tests that prove apt's signature check is on (an unsigned repository, and
+//! one signed by a key the build does not trust).
 //!
 //! Offline, integrity comes from the lock: every .deb must have the sha256 the signed index listed
 //! when the lock was written (checked here before the repository is made), so the repository
@@ -104,6 +105,87 @@ pub fn write_unsigned_suite_layout(repo: &Path, suite: &str) -> Result<()> {
             text.len()
         );
         fs::write(dir.join("Release"), release)?;
+    }
+    Ok(())
+}
+
+/// Makes a fresh OpenPGP signing key in the new GnuPG home `home` (no passphrase; the key is in
+/// no keyring any build trusts) and returns its fingerprint. Stop the agent it starts with
+/// [`stop_gpg_agent`].
+pub fn generate_signing_key(home: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    fs::set_permissions(home, fs::Permissions::from_mode(0o700))?;
+    Cmd::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .args([
+            "cvm-stack test key <test@invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ])
+        .run()
+        .context("generating a signing key with gpg")?;
+    let listing = Cmd::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--with-colons", "--list-secret-keys"])
+        .read()
+        .context("listing the new signing key")?;
+    listing
+        .lines()
+        .find_map(|line| line.strip_prefix("fpr:"))
+        .and_then(|rest| rest.split(':').find(|field| !field.is_empty()))
+        .map(str::to_owned)
+        .context("gpg listed no fingerprint for the new key")
+}
+
+/// Stops the gpg-agent that gpg started for `home`.
+pub fn stop_gpg_agent(home: &Path) -> Result<()> {
+    Cmd::new("gpgconf")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--kill", "gpg-agent"])
+        .run()
+        .context("stopping gpg-agent")?;
+    Ok(())
+}
+
+/// Signs every `dists/*/Release` of the layout [`write_unsigned_suite_layout`] made with the key
+/// `fingerprint` of the GnuPG home `home`: an `InRelease` (clearsigned) and a `Release.gpg`
+/// (detached) beside it, as an archive does.
+pub fn sign_suite_layout(repo: &Path, home: &Path, fingerprint: &str) -> Result<()> {
+    let dists = repo.join("dists");
+    let mut pockets: Vec<_> = fs::read_dir(&dists)
+        .with_context(|| format!("reading {}", dists.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    pockets.sort();
+    for pocket in pockets {
+        let release = pocket.join("Release");
+        for (mode, out) in [
+            ("--clearsign", "InRelease"),
+            ("--detach-sign", "Release.gpg"),
+        ] {
+            Cmd::new("gpg")
+                .arg("--homedir")
+                .arg(home)
+                .args([
+                    "--batch",
+                    "--yes",
+                    "--armor",
+                    "--local-user",
+                    fingerprint,
+                    mode,
+                ])
+                .arg("--output")
+                .arg(pocket.join(out))
+                .arg(&release)
+                .run()
+                .with_context(|| format!("signing {}", release.display()))?;
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod boot;
 pub mod cache;
 pub mod disk;
+pub mod distro;
 pub mod harden;
 pub mod local_repo;
 pub mod lock;
@@ -32,6 +33,7 @@ use anyhow::{bail, Context, Result};
 use cvm_core::{cmd::Cmd, model::LoadedModel};
 
 use cache::{Cache, KeyBuilder};
+pub use distro::{DebianFallback, Distro};
 use lock::PackagesLock;
 
 /// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
@@ -74,6 +76,9 @@ pub struct BuildOptions {
     pub cvm_status: PathBuf,
     /// Stop after resolving the lock (`guest lock`).
     pub lock_only: bool,
+    /// Where the packages come from: [`Distro::Ubuntu`] (the model's suite) for every product
+    /// build; the slow tests also build the Debian trixie fallback.
+    pub distro: Distro,
 }
 
 /// Timing and size of one stage, for the final table.
@@ -243,7 +248,9 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let epoch = guest.source_date_epoch;
     let _hold = cache::CacheLock::acquire(&options.cache)?;
     let cache = Cache::new(&options.cache, options.no_cache)?;
-    let deb_cache = options.cache.join("debs");
+    let distro = &options.distro;
+    let deb_cache = options.cache.join(distro.deb_cache_name());
+    let firmware_sha256 = distro.check_firmware()?;
     let tools = tool_versions();
     let tools_text: String = tools.iter().map(|(t, v)| format!("{t}={v}\n")).collect();
     let existing_lock = read_lock(&options.lock_path)?;
@@ -253,17 +260,22 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
 
     // Stage rootfs: the key covers everything mmdebstrap sees except the lock; a cached output is
     // reused only when its resolved lock equals the current lock file.
+    let mut packages = guest.packages.clone();
+    packages.extend(distro.extra_packages().iter().map(|s| s.to_string()));
     let mut key = KeyBuilder::new("rootfs", None)
         .text("pipeline", PIPELINE_VERSION)
-        .text("suite", &guest.suite)
-        .text("mirror", guest.mirror.as_deref().unwrap_or(""))
-        .text("kernel", &guest.kernel)
-        .text("packages", &guest.packages.join(","))
+        .text("suite", distro.suite(&model.model))
+        .text("mirror", distro.mirror(&model.model).unwrap_or(""))
+        .text("kernel", distro.kernel(&model.model))
+        .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())
         .text("tools", &tools_text)
         .bytes("cvm-status", &cvm_status);
     for file in rootfs::GUEST_FILES {
         key = key.text(file.path, file.contents);
+    }
+    if let Some(sha256) = &firmware_sha256 {
+        key = key.text("firmware", sha256);
     }
     let rootfs_key = key.finish();
     let wanted_lock = existing_lock.clone();
@@ -295,6 +307,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                         lock: wanted_lock.as_ref(),
                         deb_cache: &deb_cache,
                         offline_repo: options.offline.then_some(repo.as_path()),
+                        distro,
                     },
                     dir,
                 )?;
@@ -339,7 +352,11 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     .arg(&tree)
                     .run()
                     .context("copying the guest tree")?;
-                let report = harden::harden(&tree, &guest.kernel, &rootfs_out.kernel_version)?;
+                let report = harden::harden(
+                    &tree,
+                    distro.kernel(&model.model),
+                    &rootfs_out.kernel_version,
+                )?;
                 progress(
                     "Hardened",
                     &format!(

@@ -28,16 +28,8 @@ pub const BASE_PACKAGES: &[&str] = &[
 /// the kernel release completes the name.
 pub const EXTRA_MODULES: &str = "linux-modules-extra-";
 
-/// Packages the build takes files from: the firmware (OVMF.amdsev.fd) and the UKI stub.
-pub const BUILD_PACKAGES: &[&str] = &["ovmf", "systemd-boot-efi"];
-
-/// Where the firmware and the stub are inside their packages.
-pub const FIRMWARE_IN_PACKAGE: &str = "usr/share/ovmf/OVMF.amdsev.fd";
-/// The x86-64 systemd stub inside systemd-boot-efi.
-pub const STUB_IN_PACKAGE: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-
-/// The Ubuntu archive keyring (from the host's ubuntu-keyring package).
-pub const UBUNTU_KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
+use super::distro::Distro;
+pub use super::distro::{FIRMWARE_IN_PACKAGE, STUB_IN_PACKAGE, UBUNTU_KEYRING};
 
 /// A guest file from templates/guest/: its path in the guest, its contents and mode.
 pub struct GuestFile {
@@ -88,6 +80,41 @@ pub const GUEST_FILES: &[GuestFile] = &[
     },
 ];
 
+/// Modules the initrd needs to open the dm-verity root (the cvm-verity hook adds them; its
+/// `manual_add_modules` skips a missing one silently, so the build checks them itself).
+pub const BOOT_MODULES: &[&str] = &["dm-verity", "erofs", "virtio_blk", "virtio_pci"];
+/// The TEE guest drivers that give the guest its attestation reports. A kernel without them still
+/// boots (the emulated boot tests need neither), so their absence is reported, not fatal.
+pub const TEE_MODULES: &[&str] = &["sev-guest", "tdx-guest"];
+
+/// The modules of `wanted` that the kernel whose module tree is `modules` has neither as a
+/// module file (`NAME.ko`, `.ko.zst`, `.ko.xz`, …) nor built in. `-` and `_` are the same to
+/// modprobe, so they are to this check.
+pub fn missing_modules(modules: &Path, wanted: &[&str]) -> Result<Vec<String>> {
+    let norm = |name: &str| name.replace('-', "_");
+    let mut have = std::collections::BTreeSet::new();
+    let builtin = fs::read_to_string(modules.join("modules.builtin"))
+        .with_context(|| format!("reading {}/modules.builtin", modules.display()))?;
+    let files = walkdir::WalkDir::new(modules.join("kernel"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    for name in builtin
+        .lines()
+        .filter_map(|line| line.rsplit('/').next().map(str::to_owned))
+        .chain(files)
+    {
+        if let Some((stem, _)) = name.split_once(".ko") {
+            have.insert(norm(stem));
+        }
+    }
+    Ok(wanted
+        .iter()
+        .filter(|name| !have.contains(&norm(name)))
+        .map(|name| name.to_string())
+        .collect())
+}
+
 /// Where the readiness binary goes in the guest.
 pub const CVM_STATUS_IN_GUEST: &str = "usr/lib/cvm/cvm-status";
 
@@ -109,8 +136,16 @@ pub fn is_ubuntu_suite(suite: &str) -> bool {
 /// The apt sources given to mmdebstrap: none (mmdebstrap's own default for the suite, which adds
 /// the -updates and -security pockets) unless the model names a mirror.
 pub fn mirror_lines(model: &Model, components: &str) -> Vec<String> {
-    let suite = &model.guest.suite;
-    match &model.guest.mirror {
+    source_lines(
+        &model.guest.suite,
+        model.guest.mirror.as_deref(),
+        components,
+    )
+}
+
+/// The apt sources for `suite` at `mirror` (none for mmdebstrap's default), as [`mirror_lines`].
+pub fn source_lines(suite: &str, mirror: Option<&str>, components: &str) -> Vec<String> {
+    match mirror {
         None => Vec::new(),
         Some(mirror) => ["", "-updates", "-security"]
             .iter()
@@ -164,14 +199,18 @@ pub struct RootfsInputs<'a> {
     /// `--offline`: a local repository made from the lock and the package cache (see
     /// [`super::local_repo`]) replaces the archive.
     pub offline_repo: Option<&'a Path>,
+    /// The distribution to take the packages from ([`Distro::Ubuntu`] for every product build).
+    pub distro: &'a Distro,
 }
 
 /// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
 /// packages.lock,firmware.fd,stub.efi}`.
 pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
-    let suite = &model.guest.suite;
-    let ubuntu = is_ubuntu_suite(suite);
-    let components = if ubuntu { "main,universe" } else { "main" };
+    let distro = inputs.distro;
+    let suite = distro.suite(model);
+    let components = distro.components(model);
+    distro.check_firmware()?;
+    let build_packages: Vec<&str> = distro.build_files().iter().map(|f| f.0).collect();
     let early = stage.join("early");
     let overlay = stage.join("overlay");
     let tree = stage.join("tree");
@@ -198,7 +237,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     write_overlay(&overlay, inputs.cvm_status)?;
     fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
-    include.push(model.guest.kernel.clone());
+    include.extend(distro.extra_packages().iter().map(|s| s.to_string()));
+    include.push(distro.kernel(model).to_owned());
     include.extend(model.guest.packages.iter().cloned());
     let build_list = stage.join("build-packages.txt");
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
@@ -227,11 +267,11 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
-            BUILD_PACKAGES.join(" ")
+            build_packages.join(" ")
         ))
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-cache show --no-all-versions {} > {}",
-            BUILD_PACKAGES.join(" "),
+            build_packages.join(" "),
             q(&build_list)
         ))
         // Ubuntu ships the TEE guest drivers (sev-guest, tdx-guest, tsm_report) in the kernel's
@@ -240,7 +280,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         // reaches the mirror, or the offline repository) only downloads it into the guest's
         // archive cache — with mmdebstrap's configuration it would install onto the host — and
         // the guest's own apt installs it from there. Harden prunes it to keep-modules.txt.
-        .args(ubuntu.then(|| {
+        .args(matches!(distro, Distro::Ubuntu).then(|| {
             [
                 format!("--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
                 format!("--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
@@ -254,12 +294,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),
         );
-    if ubuntu {
-        command = command.arg(format!("--keyring={UBUNTU_KEYRING}"));
+    if let Some(keyring) = distro.keyring(model) {
+        command = command.arg(format!("--keyring={keyring}"));
     }
     let sources = match inputs.offline_repo {
         Some(repo) => vec![super::local_repo::source_line(repo, true)],
-        None => mirror_lines(model, &components.replace(',', " ")),
+        None => source_lines(suite, distro.mirror(model), &components.replace(',', " ")),
     };
     command = command.arg(suite).arg(&tree).args(sources);
     let mut result = command.run();
@@ -268,10 +308,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         // sync-out hook killed by SIGPIPE was seen once under heavy load). Retry once, loudly;
         // a signature or disk-space failure is final.
         let text = format!("{err:#}");
-        let final_failure = ["NO_PUBKEY", "not signed", "BADSIG", "No space left"]
-            .iter()
-            .any(|needle| text.contains(needle));
-        if !final_failure {
+        if !is_final_failure(&text) {
             let tail: String = text
                 .chars()
                 .rev()
@@ -285,7 +322,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             result = command.run();
         }
     }
-    result.map_err(|err| explain_mmdebstrap(err, suite))?;
+    result.map_err(|err| explain_mmdebstrap(err, suite, distro.keyring(model)))?;
 
     let modules = tree.join("usr/lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&modules)
@@ -312,6 +349,26 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     )
     .context("copying the initrd out of the guest tree")?;
     fs::write(stage.join("kernel-version"), kernel_version)?;
+    let module_tree = modules.join(kernel_version);
+    let missing = missing_modules(&module_tree, BOOT_MODULES)?;
+    if !missing.is_empty() {
+        bail!(
+            "the kernel {kernel_version} ({}) has no {} module, which the initrd needs to open \
+             the dm-verity root; choose a kernel package that has it",
+            distro.kernel(model),
+            missing.join(", ")
+        );
+    }
+    let missing = missing_modules(&module_tree, TEE_MODULES)?;
+    if !missing.is_empty() {
+        eprintln!(
+            "{:>12} the kernel {kernel_version} ({}) ships no {} module: the guest boots, but \
+             cannot fetch attestation reports through that driver",
+            "Warning",
+            distro.kernel(model),
+            missing.join(", ")
+        );
+    }
 
     let status = fs::read_to_string(tree.join("var/lib/dpkg/status"))
         .context("reading the guest's dpkg status")?;
@@ -332,10 +389,11 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::write(stage.join("packages.lock"), resolved.to_text())?;
 
     let unpack = stage.join("unpacked");
-    for (package, inside, out) in [
-        ("ovmf", FIRMWARE_IN_PACKAGE, "firmware.fd"),
-        ("systemd-boot-efi", STUB_IN_PACKAGE, "stub.efi"),
-    ] {
+    if let Some((firmware, _)) = distro.firmware_file() {
+        fs::copy(firmware, stage.join("firmware.fd"))
+            .with_context(|| format!("copying the firmware {}", firmware.display()))?;
+    }
+    for &(package, inside, out) in distro.build_files() {
         let locked = resolved
             .find(package)
             .with_context(|| format!("{package} is missing from the resolved lock"))?;
@@ -392,13 +450,39 @@ fn offline_lock(
     Ok(wanted.clone())
 }
 
-fn explain_mmdebstrap(err: anyhow::Error, suite: &str) -> anyhow::Error {
+/// What apt prints when a Release file is unsigned, or signed by a key outside the keyring the
+/// build trusts (`NO_PUBKEY`), or has a bad or expired signature.
+const SIGNATURE_FAILURES: &[&str] = &[
+    "NO_PUBKEY",
+    "not signed",
+    "BADSIG",
+    "EXPKEYSIG",
+    "The following signatures were invalid",
+];
+
+/// True when mmdebstrap's error `text` says the archive's signature could not be verified.
+pub fn is_signature_failure(text: &str) -> bool {
+    SIGNATURE_FAILURES
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
+/// True when a failed mmdebstrap must not be retried: a signature failure or a full disk.
+pub fn is_final_failure(text: &str) -> bool {
+    is_signature_failure(text) || text.contains("No space left")
+}
+
+fn explain_mmdebstrap(err: anyhow::Error, suite: &str, keyring: Option<&str>) -> anyhow::Error {
     let text = format!("{err:#}");
-    let hint = if text.contains("NO_PUBKEY")
-        || text.contains("not signed")
-        || text.contains("BADSIG")
-    {
-        "the archive's signature could not be verified: install the archive keyring (ubuntu-keyring) and check the mirror"
+    let signature_hint;
+    let hint = if is_signature_failure(&text) {
+        signature_hint = format!(
+            "the archive's signature could not be verified with {}: install the archive keyring \
+             (ubuntu-keyring or debian-archive-keyring) and check that the mirror is the archive \
+             it claims to be",
+            keyring.unwrap_or("the host's apt keyring")
+        );
+        signature_hint.as_str()
     } else if text.contains("Could not resolve")
         || text.contains("Failed to fetch")
         || text.contains("Temporary failure")

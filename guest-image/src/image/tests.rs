@@ -346,13 +346,86 @@ fn stage_keys_chain_and_stale_mounts_are_found() {
     assert_eq!(cache::temporary_pid(Path::new("/t/cvm-base")), None);
 }
 
+#[test]
+fn boot_and_tee_modules_are_found_as_files_or_built_in() {
+    // Debian trixie's cloud kernel: virtio_pci is built in, the rest are .ko.xz files; the
+    // fixture leaves tdx-guest out.
+    let tree = data("modules/6.12.118+deb13-cloud-amd64");
+    assert_eq!(
+        rootfs::missing_modules(&tree, rootfs::BOOT_MODULES).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rootfs::missing_modules(&tree, rootfs::TEE_MODULES).unwrap(),
+        ["tdx-guest"]
+    );
+    // `-` and `_` are the same module name to modprobe.
+    assert_eq!(
+        rootfs::missing_modules(&tree, &["dm_verity", "virtio-pci", "zfs"]).unwrap(),
+        ["zfs"]
+    );
+}
+
+#[test]
+fn the_distro_decides_suite_kernel_keyring_and_firmware() {
+    let model = cvm_core::model::load(None).unwrap().model;
+    let ubuntu = Distro::Ubuntu;
+    assert_eq!(ubuntu.suite(&model), "noble");
+    assert_eq!(ubuntu.kernel(&model), model.guest.kernel);
+    assert_eq!(ubuntu.keyring(&model), Some(distro::UBUNTU_KEYRING));
+    assert_eq!(ubuntu.components(&model), "main,universe");
+    assert_eq!(ubuntu.check_firmware().unwrap(), None);
+    let names: Vec<&str> = ubuntu.build_files().iter().map(|f| f.0).collect();
+    assert_eq!(names, ["ovmf", "systemd-boot-efi"]);
+
+    let firmware = data("verity/format.out");
+    let (sha256, _) = cvm_core::hash::sha256_file(&firmware).unwrap();
+    let mut fallback = DebianFallback {
+        firmware,
+        firmware_sha256: sha256.clone(),
+        mirror: None,
+    };
+    let debian = Distro::DebianTrixie(fallback.clone());
+    assert_eq!(debian.suite(&model), "trixie");
+    assert_eq!(debian.kernel(&model), "linux-image-cloud-amd64");
+    assert_eq!(debian.keyring(&model), Some(distro::DEBIAN_KEYRING));
+    assert_eq!(debian.components(&model), "main");
+    assert_eq!(debian.mirror(&model), None);
+    assert_eq!(debian.check_firmware().unwrap(), Some(sha256));
+    let names: Vec<&str> = debian.build_files().iter().map(|f| f.0).collect();
+    assert_eq!(names, ["systemd-boot-efi"]);
+    assert_ne!(debian.deb_cache_name(), ubuntu.deb_cache_name());
+
+    fallback.firmware_sha256 = "0".repeat(64);
+    let err = Distro::DebianTrixie(fallback).check_firmware().unwrap_err();
+    assert!(
+        err.to_string().contains("the Debian fallback pins"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_signature_failure_is_final_and_explained() {
+    // What apt printed (through mmdebstrap) for a mirror signed by a key outside the keyring.
+    let text = read("mmdebstrap/untrusted-key.txt");
+    assert!(rootfs::is_signature_failure(&text));
+    assert!(rootfs::is_final_failure(&text));
+    assert!(!rootfs::is_final_failure(
+        "E: Failed to fetch http://mirror.invalid/ubuntu/dists/noble/InRelease  Could not connect"
+    ));
+}
+
 /// Lays out the modules fixture (every file of modules.dep, empty) in a temporary directory.
 fn module_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for name in ["modules.dep", "modules.builtin"] {
-        fs::copy(data(&format!("modules/{name}")), dir.path().join(name)).unwrap();
+        fs::copy(
+            data(&format!("modules/6.17.0-42-generic/{name}")),
+            dir.path().join(name),
+        )
+        .unwrap();
     }
-    for line in read("modules/modules.dep").lines() {
+    for line in read("modules/6.17.0-42-generic/modules.dep").lines() {
         let path = dir.path().join(line.split(':').next().unwrap());
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, "").unwrap();

@@ -1,6 +1,10 @@
 //! The image pipeline end to end: one default image is built (once, shared by every test here)
 //! with the real tools, then checked, audited, booted under QEMU (disk and direct UKI boot),
 //! tampered with, and rebuilt without cache to prove the build is reproducible.
+//!
+//! When the Ubuntu archive is unreachable, the tests say so loudly (a skip line ci lists) and use
+//! the same pipeline built from Debian trixie instead ([`image::Distro::DebianTrixie`]). One test
+//! always builds and boots that fallback, so its code runs in CI where Ubuntu is reachable.
 
 use std::{
     fs,
@@ -24,30 +28,139 @@ fn test_dir() -> PathBuf {
     workspace().join("target/cvm-test")
 }
 
-struct Built {
-    out: PathBuf,
+/// Which distribution a test image is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The default model's Ubuntu noble: the product.
+    Ubuntu,
+    /// The Debian trixie fallback.
+    Trixie,
 }
 
-/// Builds the default image once for all tests; `None` (after a loud skip) when the archive or
-/// the tools are not available here.
+impl Source {
+    /// The name of the output directory and lock under target/cvm-test.
+    fn name(self) -> &'static str {
+        match self {
+            Source::Ubuntu => "cvm-base",
+            Source::Trixie => "cvm-trixie",
+        }
+    }
+
+    fn from_name(name: &str) -> Source {
+        if name == Source::Trixie.name() {
+            Source::Trixie
+        } else {
+            Source::Ubuntu
+        }
+    }
+
+    /// The kernel release series the image must carry.
+    fn kernel_series(self) -> &'static str {
+        match self {
+            Source::Ubuntu => "linux-image-6.17",
+            Source::Trixie => "linux-image-6.12",
+        }
+    }
+}
+
+/// The AmdSev firmware of the trixie fallback (Debian ships none): Ubuntu noble's
+/// OVMF.amdsev.fd from shared/test-data/firmware (its README gives the sha256).
+const FALLBACK_FIRMWARE: &str = "ovmf-noble-2024.02-2ubuntu0.10-OVMF.amdsev.fd";
+const FALLBACK_FIRMWARE_SHA256: &str =
+    "a50b4bca32ad9c040702d11b9b1dab221324eda84281e853ed6a013ee84bee9d";
+
+/// The library's distribution for `source`; `mirror` replaces the archive (the signature tests).
+fn distro(source: Source, mirror: Option<String>) -> anyhow::Result<image::Distro> {
+    Ok(match source {
+        Source::Ubuntu => image::Distro::Ubuntu,
+        Source::Trixie => {
+            let dir = guest_image::measure::reference::test_firmware_dir(&workspace()).ok_or_else(
+                || {
+                    anyhow::anyhow!(
+                        "missing test data: no shared/test-data/firmware beside the workspace"
+                    )
+                },
+            )?;
+            image::Distro::DebianTrixie(image::DebianFallback {
+                firmware: dir.join(FALLBACK_FIRMWARE),
+                firmware_sha256: FALLBACK_FIRMWARE_SHA256.to_owned(),
+                mirror,
+            })
+        }
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Built {
+    out: PathBuf,
+    source: Source,
+}
+
+/// True when a build failure means this machine cannot build here (no archive, no tools, no test
+/// data) rather than a broken pipeline.
+fn cannot_build_here(reason: &str) -> bool {
+    reason.contains("unreachable")
+        || reason.contains("missing host packages")
+        || reason.contains("missing test data")
+}
+
+fn ensure_tools() -> Result<(), String> {
+    let requirements: Vec<&str> = image::BUILD_REQUIREMENTS
+        .iter()
+        .chain(image::BOOT_REQUIREMENTS)
+        .chain(&["debian-archive-keyring"])
+        .copied()
+        .collect();
+    cvm_core::deps::ensure(&requirements, InstallPolicy::Refuse).map_err(|err| format!("{err:#}"))
+}
+
+/// The Debian trixie fallback image, built once for every test that needs it.
+fn trixie_result() -> &'static Result<Built, String> {
+    static TRIXIE: OnceLock<Result<Built, String>> = OnceLock::new();
+    TRIXIE.get_or_init(|| {
+        ensure_tools()?;
+        build_into(
+            &test_dir().join(Source::Trixie.name()),
+            false,
+            Source::Trixie,
+        )
+        .map_err(|err| format!("{err:#}"))
+    })
+}
+
+/// Builds the default image once for all tests; when the Ubuntu archive is unreachable, says so
+/// loudly and gives the Debian trixie fallback instead. `None` (after a loud skip) when neither
+/// can be built here.
 fn built(test: &str) -> Option<&'static Built> {
     static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
     let result = BUILT.get_or_init(|| {
-        let requirements: Vec<&str> = image::BUILD_REQUIREMENTS
-            .iter()
-            .chain(image::BOOT_REQUIREMENTS)
-            .copied()
-            .collect();
-        if let Err(err) = cvm_core::deps::ensure(&requirements, InstallPolicy::Refuse) {
-            return Err(format!("{err:#}"));
+        ensure_tools()?;
+        match build_into(
+            &test_dir().join(Source::Ubuntu.name()),
+            false,
+            Source::Ubuntu,
+        ) {
+            Ok(built) => Ok(built),
+            Err(err) if format!("{err:#}").contains("unreachable") => {
+                // The error up to the command line it quotes (mmdebstrap's is long).
+                let text = format!("{err:#}");
+                let why = text.split(": `").next().unwrap_or(&text);
+                cvm_core::skip::skip(
+                    "image tests on Ubuntu noble",
+                    &format!(
+                        "THE UBUNTU ARCHIVE IS UNREACHABLE ({why}); the image tests run on the \
+                         Debian trixie fallback (linux-image-cloud-amd64, firmware from \
+                         shared/test-data/firmware) instead"
+                    ),
+                );
+                trixie_result().clone()
+            }
+            Err(err) => Err(format!("{err:#}")),
         }
-        build_into(&test_dir().join("cvm-base"), false).map_err(|err| format!("{err:#}"))
     });
     match result {
         Ok(built) => Some(built),
-        Err(reason)
-            if reason.contains("unreachable") || reason.contains("missing host packages") =>
-        {
+        Err(reason) if cannot_build_here(reason) => {
             cvm_core::skip::skip(
                 test,
                 &format!("cannot build the default image here: {reason}"),
@@ -58,28 +171,41 @@ fn built(test: &str) -> Option<&'static Built> {
     }
 }
 
-fn build_into(out: &Path, no_cache: bool) -> anyhow::Result<Built> {
-    build_with(out, no_cache, false)
+fn build_into(out: &Path, no_cache: bool, source: Source) -> anyhow::Result<Built> {
+    build_with(out, no_cache, false, source)
 }
 
-fn build_with(out: &Path, no_cache: bool, offline: bool) -> anyhow::Result<Built> {
-    let model = cvm_core::model::load(None)?;
+/// Set to a mirror URL, replaces the Ubuntu archive of the default image: pointing it at a
+/// closed port (`http://127.0.0.1:9/ubuntu`) makes the archive unreachable, to exercise the
+/// trixie fallback of [`built`] on a machine where Ubuntu is reachable.
+const UBUNTU_MIRROR_ENV: &str = "CVM_TEST_UBUNTU_MIRROR";
+
+fn build_with(out: &Path, no_cache: bool, offline: bool, source: Source) -> anyhow::Result<Built> {
+    let mut model = cvm_core::model::load(None)?;
+    if let (Source::Ubuntu, Ok(mirror)) = (source, std::env::var(UBUNTU_MIRROR_ENV)) {
+        model.model.guest.mirror = Some(mirror);
+    }
+    let distro = distro(source, None)?;
     let cvm_status = image::build_cvm_status(&workspace())?;
     let report = image::build(
         &model,
         image::BuildOptions {
             out: out.to_path_buf(),
             cache: workspace().join("target/cvm-cache"),
-            lock_path: test_dir().join("cvm-base.packages.lock"),
+            lock_path: test_dir().join(format!("{}.packages.lock", source.name())),
             locked: false,
             no_cache,
             offline,
             cvm_status,
             lock_only: false,
+            distro,
         },
     )?;
     image::print_report(&report);
-    Ok(Built { out: report.out })
+    Ok(Built {
+        out: report.out,
+        source,
+    })
 }
 
 /// QEMU boots run one at a time: the machine has two cores.
@@ -139,10 +265,11 @@ fn built_disk_passes_qemu_img_check() {
         assert_eq!(manifest.artifacts[name].sha256, sha256, "{name}");
         assert_eq!(manifest.artifacts[name].size, size, "{name}");
     }
-    assert!(manifest
-        .packages
-        .iter()
-        .any(|p| p.name.starts_with("linux-image-6.17")));
+    let series = built.source.kernel_series();
+    assert!(
+        manifest.packages.iter().any(|p| p.name.starts_with(series)),
+        "no {series} package in the manifest"
+    );
 }
 
 #[test]
@@ -325,7 +452,12 @@ fn a_second_build_without_cache_is_byte_identical() {
     let Some(built) = built("a_second_build_without_cache_is_byte_identical") else {
         return;
     };
-    let again = build_into(&test_dir().join("cvm-base-again"), true).expect("second build");
+    let again = build_into(
+        &test_dir().join(format!("{}-again", built.source.name())),
+        true,
+        built.source,
+    )
+    .expect("second build");
     for name in ["uki.efi", "disk.qcow2", "firmware.fd", "packages.lock"] {
         let first = cvm_core::hash::sha256_file(&built.out.join(name)).unwrap();
         let second = cvm_core::hash::sha256_file(&again.out.join(name)).unwrap();
@@ -333,23 +465,47 @@ fn a_second_build_without_cache_is_byte_identical() {
     }
 }
 
-#[test]
-fn a_mirror_without_a_valid_signature_is_refused() {
-    if !cvm_core::skip::require_slow("a_mirror_without_a_valid_signature_is_refused") {
-        return;
-    }
-    let Some(built) = built("a_mirror_without_a_valid_signature_is_refused") else {
-        return;
-    };
+/// Builds the rootfs stage of `built`'s distribution from a local mirror holding its locked
+/// packages, unsigned or (with `sign`) signed by a freshly generated key no keyring trusts, and
+/// returns the error the build must give with the new key's fingerprint.
+fn rootfs_from_local_mirror(built: &Built, test: &str, sign: bool) -> (String, Option<String>) {
     let lock_text = fs::read_to_string(built.out.join("packages.lock")).unwrap();
     let lock = image::lock::PackagesLock::parse(&lock_text, Path::new("packages.lock")).unwrap();
     let work = tempfile::tempdir_in(workspace().join("target")).unwrap();
     let repo = work.path().join("repo");
-    let deb_cache = workspace().join("target/cvm-cache/debs");
+    let deb_cache = workspace()
+        .join("target/cvm-cache")
+        .join(distro(built.source, None).unwrap().deb_cache_name());
     image::local_repo::write(&lock, &deb_cache, &repo).unwrap();
     image::local_repo::write_unsigned_suite_layout(&repo, &lock.suite).unwrap();
+    let fingerprint = sign.then(|| {
+        // A short home: gpg-agent's socket path must fit in a sockaddr_un.
+        let home = tempfile::Builder::new()
+            .prefix("cvm-gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let fingerprint = image::local_repo::generate_signing_key(home.path()).unwrap();
+        let signed = image::local_repo::sign_suite_layout(&repo, home.path(), &fingerprint);
+        image::local_repo::stop_gpg_agent(home.path()).unwrap();
+        signed.unwrap();
+        fingerprint
+    });
+    if let Some(fingerprint) = &fingerprint {
+        for name in ["InRelease", "Release.gpg"] {
+            let path = repo.join("dists").join(&lock.suite).join(name);
+            assert!(path.is_file(), "{} is missing", path.display());
+        }
+        eprintln!("{test}: the local mirror is signed by {fingerprint}");
+    }
+    let mirror = format!("file://{}", repo.display());
     let mut model = cvm_core::model::load(None).unwrap().model;
-    model.guest.mirror = Some(format!("file://{}", repo.display()));
+    let distro = match built.source {
+        Source::Ubuntu => {
+            model.guest.mirror = Some(mirror);
+            image::Distro::Ubuntu
+        }
+        Source::Trixie => distro(Source::Trixie, Some(mirror)).unwrap(),
+    };
     let stage = work.path().join("stage");
     fs::create_dir_all(&stage).unwrap();
     let cvm_status = image::build_cvm_status(&workspace()).unwrap();
@@ -360,15 +516,60 @@ fn a_mirror_without_a_valid_signature_is_refused() {
             lock: Some(&lock),
             deb_cache: &work.path().join("debs"),
             offline_repo: None,
+            distro: &distro,
         },
         &stage,
     )
-    .expect_err("apt must refuse an unsigned mirror");
+    .expect_err("apt must refuse a mirror whose signature it cannot verify");
     let text = format!("{err:#}");
+    eprintln!("{test}: refused: {text}");
+    (text, fingerprint)
+}
+
+#[test]
+fn a_mirror_without_a_valid_signature_is_refused() {
+    if !cvm_core::skip::require_slow("a_mirror_without_a_valid_signature_is_refused") {
+        return;
+    }
+    let Some(built) = built("a_mirror_without_a_valid_signature_is_refused") else {
+        return;
+    };
+    let (text, _) = rootfs_from_local_mirror(
+        built,
+        "a_mirror_without_a_valid_signature_is_refused",
+        false,
+    );
     assert!(
         text.contains("signature could not be verified") && text.contains("is not signed"),
         "{text}"
     );
+}
+
+#[test]
+fn a_mirror_signed_by_an_untrusted_key_is_refused() {
+    let test = "a_mirror_signed_by_an_untrusted_key_is_refused";
+    if !cvm_core::skip::require_slow(test) {
+        return;
+    }
+    let Some(built) = built(test) else {
+        return;
+    };
+    if let Err(err) = cvm_core::deps::ensure(&["gpg", "gpgconf"], InstallPolicy::Refuse) {
+        cvm_core::skip::skip(test, &format!("{err:#}"));
+        return;
+    }
+    let (text, fingerprint) = rootfs_from_local_mirror(built, test, true);
+    let fingerprint = fingerprint.unwrap();
+    // apt names the missing key by its long key id: the last 16 hex digits of the fingerprint.
+    let key_id = &fingerprint[fingerprint.len() - 16..];
+    assert!(
+        text.contains("signature could not be verified")
+            && text.contains("NO_PUBKEY")
+            && text.contains(key_id),
+        "{text}"
+    );
+    // A signature failure is final: the build must not have retried it.
+    assert!(image::rootfs::is_final_failure(&text), "{text}");
 }
 
 /// Set (to the shared image's directory) when this test binary runs itself inside an empty
@@ -423,8 +624,14 @@ fn offline_build_inside_the_namespace() {
     // Prove there is no network here: /proc/net/dev lists only the loopback interface.
     let interfaces = fs::read_to_string("/proc/net/dev").unwrap();
     assert_eq!(interfaces.lines().count(), 3, "{interfaces}");
-    let offline =
-        build_with(&test_dir().join("cvm-base-offline"), true, true).expect("offline build");
+    let source = Source::from_name(&online.file_name().unwrap().to_string_lossy());
+    let offline = build_with(
+        &test_dir().join(format!("{}-offline", source.name())),
+        true,
+        true,
+        source,
+    )
+    .expect("offline build");
     for name in ["uki.efi", "disk.qcow2", "packages.lock"] {
         let first = cvm_core::hash::sha256_file(&online.join(name)).unwrap();
         let second = cvm_core::hash::sha256_file(&offline.out.join(name)).unwrap();
@@ -433,4 +640,53 @@ fn offline_build_inside_the_namespace() {
             "{name} differs between the online and the offline build"
         );
     }
+}
+
+/// The Debian trixie fallback, built and booted even where the Ubuntu archive is reachable, so
+/// that its code is exercised in CI: a direct UKI boot (the build's firmware.fd, here Ubuntu
+/// noble's OVMF.amdsev.fd from shared/test-data, and `-kernel uki.efi`) must reach CVM-STATUS
+/// with dm-verity active and no failed unit.
+#[test]
+fn the_debian_trixie_fallback_builds_and_boots() {
+    let test = "the_debian_trixie_fallback_builds_and_boots";
+    if !cvm_core::skip::require_slow(test) {
+        return;
+    }
+    let built = match trixie_result() {
+        Ok(built) => built,
+        Err(reason) if cannot_build_here(reason) => {
+            cvm_core::skip::skip(
+                test,
+                &format!("cannot build the trixie fallback here: {reason}"),
+            );
+            return;
+        }
+        Err(reason) => panic!("building the Debian trixie fallback failed: {reason}"),
+    };
+    let manifest: image::manifest::Manifest =
+        serde_json::from_str(&fs::read_to_string(built.out.join("manifest.json")).unwrap())
+            .unwrap();
+    assert!(
+        manifest.kernel.ends_with("-cloud-amd64"),
+        "{}",
+        manifest.kernel
+    );
+    let (firmware, _) = cvm_core::hash::sha256_file(&built.out.join("firmware.fd")).unwrap();
+    assert_eq!(firmware, FALLBACK_FIRMWARE_SHA256);
+    // The build's audit stage has already read the finished disk (a finding fails the build);
+    // one direct boot is the cheapest proof that the Debian kernel, initrd and root work.
+    let outcome = boot_it(
+        &built.out,
+        built.out.join("disk.qcow2"),
+        boot::BootMode::Direct,
+        "trixie-direct",
+    );
+    assert!(
+        outcome.ok(),
+        "{:?}\n{}",
+        outcome.failure,
+        boot::log_tail(&outcome.serial_log, 30)
+    );
+    let status = outcome.status.unwrap();
+    assert_eq!(status.kernel, manifest.kernel);
 }

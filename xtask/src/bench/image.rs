@@ -25,6 +25,7 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
         no_cache,
         cvm_status: cvm_status.clone(),
         lock_only: false,
+        distro: image::Distro::Ubuntu,
     };
     let bench = image::bench::run(&model, options, &work)?;
     eprintln!("{}", image::bench::table(&bench));

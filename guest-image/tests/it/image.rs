@@ -311,7 +311,8 @@ fn audit_reads_the_finished_disk_and_refuses_forbidden_files() {
     let problems = image::audit_qcow2(&built.out.join("disk.qcow2"), work.path()).unwrap();
     assert_eq!(problems, Vec::<String>::new());
 
-    // A small root with a shell and a setuid file, through the same erofs → disk → qcow2 path.
+    // A small root with a shell, a setuid file and no kernel modules, through the same erofs →
+    // disk → qcow2 path.
     use std::os::unix::fs::PermissionsExt;
     let tree = work.path().join("bad-tree");
     fs::create_dir_all(tree.join("usr/bin")).unwrap();
@@ -343,6 +344,7 @@ fn audit_reads_the_finished_disk_and_refuses_forbidden_files() {
     assert_eq!(
         problems,
         [
+            "expected one kernel's modules under /usr/lib/modules, found 0",
             "forbidden path /usr/bin/bash",
             "setuid/setgid file /usr/bin/helper (mode 4755)"
         ]

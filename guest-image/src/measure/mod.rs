@@ -294,10 +294,33 @@ fn sha256_input(path: &Path, what: &str) -> Result<([u8; 32], String)> {
 /// The files of an SNP request, read and hashed.
 struct SnpPrepared {
     firmware: Vec<u8>,
+    /// SHA-384 of every firmware page (see [`snp::page_hashes`]) when the image has a
+    /// plausible firmware size; otherwise the launch digest checks and hashes it itself.
+    firmware_pages: Option<Vec<snp::LaunchDigest>>,
     params: SnpParams,
     vcpu_type: Option<String>,
     kernel_sha256: Option<String>,
     initrd_sha256: Option<String>,
+}
+
+/// The largest firmware whose pages are hashed before it is parsed (real OVMF images are 2-4 MiB);
+/// anything larger is checked first.
+const MAX_PREHASHED_FIRMWARE: usize = 64 << 20;
+
+/// SHA-256 of the kernel and initrd of `request` (raw and hex each).
+type KernelFileHashes = Option<(([u8; 32], String), Option<([u8; 32], String)>)>;
+
+fn hash_kernel_files(request: &SnpRequest) -> Result<KernelFileHashes> {
+    let Some(kernel) = &request.kernel else {
+        return Ok(None);
+    };
+    let kernel = sha256_input(kernel, "kernel")?;
+    let initrd = request
+        .initrd
+        .as_deref()
+        .map(|initrd| sha256_input(initrd, "initrd"))
+        .transpose()?;
+    Ok(Some((kernel, initrd)))
 }
 
 fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
@@ -305,16 +328,31 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
         Vcpu::Type(name) => (Some(name.clone()), snp::vcpu_signature(name)?),
         Vcpu::Sig(sig) => (None, *sig),
     };
-    let firmware = read_input(&request.ovmf, "firmware")?;
-    let (kernel_hashes, kernel_sha256, initrd_sha256) = match &request.kernel {
+    // The kernel's SHA-256 (tens of MiB for a UKI) runs on its own thread while this one reads
+    // and hashes the firmware pages; the launch digest's chain needs both.
+    let (firmware, firmware_pages, kernel_files) = std::thread::scope(|scope| {
+        let kernel = request
+            .kernel
+            .is_some()
+            .then(|| scope.spawn(|| hash_kernel_files(request)));
+        let firmware = read_input(&request.ovmf, "firmware");
+        let firmware_pages = firmware
+            .as_deref()
+            .ok()
+            .filter(|image| image.len() % 4096 == 0 && image.len() <= MAX_PREHASHED_FIRMWARE)
+            .map(snp::page_hashes);
+        let kernel_files = match kernel {
+            None => Ok(None),
+            Some(worker) => worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        };
+        (firmware, firmware_pages, kernel_files)
+    });
+    let firmware = firmware?;
+    let (kernel_hashes, kernel_sha256, initrd_sha256) = match kernel_files? {
         None => (None, None, None),
-        Some(kernel) => {
-            let (kernel_raw, kernel_hex) = sha256_input(kernel, "kernel")?;
-            let initrd = request
-                .initrd
-                .as_deref()
-                .map(|initrd| sha256_input(initrd, "initrd"))
-                .transpose()?;
+        Some(((kernel_raw, kernel_hex), initrd)) => {
             let hashes = KernelHashes::new(
                 kernel_raw,
                 initrd.as_ref().map(|(raw, _)| *raw),
@@ -332,6 +370,7 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     };
     Ok(SnpPrepared {
         firmware,
+        firmware_pages,
         params,
         vcpu_type,
         kernel_sha256,
@@ -340,8 +379,12 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
 }
 
 fn snp_digest_hex(request: &SnpRequest, prepared: &SnpPrepared) -> Result<String> {
-    let digest = snp::launch_digest(&prepared.firmware, &prepared.params)
-        .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
+    let digest = snp::launch_digest_hashed(
+        &prepared.firmware,
+        prepared.firmware_pages.as_deref(),
+        &prepared.params,
+    )
+    .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
     Ok(hex::encode(digest))
 }
 

@@ -307,6 +307,9 @@ struct SnpPrepared {
 /// anything larger is checked first.
 const MAX_PREHASHED_FIRMWARE: usize = 64 << 20;
 
+/// Kernels and initrds from this size on are hashed on their own thread.
+const PARALLEL_KERNEL_BYTES: u64 = 1 << 20;
+
 /// SHA-256 of the kernel and initrd of `request` (raw and hex each).
 type KernelFileHashes = Option<(([u8; 32], String), Option<([u8; 32], String)>)>;
 
@@ -331,9 +334,13 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     // The kernel's SHA-256 (tens of MiB for a UKI) runs on its own thread while this one reads
     // and hashes the firmware pages; the launch digest's chain needs both.
     let (firmware, firmware_pages, kernel_files) = std::thread::scope(|scope| {
-        let kernel = request
-            .kernel
-            .is_some()
+        // A small kernel is hashed here afterwards: a thread would cost more than it saves.
+        let big = |path: &Option<PathBuf>| {
+            path.as_deref()
+                .and_then(|path| std::fs::metadata(path).ok())
+                .is_some_and(|metadata| metadata.len() >= PARALLEL_KERNEL_BYTES)
+        };
+        let kernel = (big(&request.kernel) || big(&request.initrd))
             .then(|| scope.spawn(|| hash_kernel_files(request)));
         let firmware = read_input(&request.ovmf, "firmware");
         let firmware_pages = firmware
@@ -342,7 +349,7 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
             .filter(|image| image.len() % 4096 == 0 && image.len() <= MAX_PREHASHED_FIRMWARE)
             .map(snp::page_hashes);
         let kernel_files = match kernel {
-            None => Ok(None),
+            None => hash_kernel_files(request),
             Some(worker) => worker
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),

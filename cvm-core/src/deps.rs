@@ -200,6 +200,14 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("openssl", "openssl", "TLS test certificates"),
     ),
     (
+        "osslsigncode",
+        tool(
+            "osslsigncode",
+            "osslsigncode",
+            "checking the Authenticode hash of the TDX measurement",
+        ),
+    ),
+    (
         "qemu-system-x86_64",
         Requirement {
             probe: Probe::Command("qemu-system-x86_64"),

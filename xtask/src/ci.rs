@@ -30,6 +30,8 @@ const TEST_REQUIREMENTS: &[&str] = &[
     "lsmod",
     "python3-venv", // guest-image measure: sev-snp-measure from PyPI in a venv.
     "ovmf",         // guest-image measure: Debian's OVMF.fd for the differential test.
+    "openssl",      // guest-image measure: a test certificate for osslsigncode.
+    "osslsigncode", // guest-image measure: the Authenticode differential test.
 ];
 
 pub fn run(args: CiArgs) -> Result<ExitCode> {

@@ -273,6 +273,10 @@ pub struct MeasureTdxArgs {
     /// Page-add order of the VMM.
     #[arg(long, value_enum, default_value_t = PageAddOrder::Single)]
     pub page_add_order: PageAddOrder,
+    /// UKI booted with `-kernel`: also list the RTMR events it determines and an unverified
+    /// RTMR1 candidate (`uki_boot`).
+    #[arg(long, value_name = "F")]
+    pub uki: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

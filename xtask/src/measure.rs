@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// What RTMRs `measure tdx` and `measure` do not predict, said once wherever MRTD is printed.
-const RTMR_NOTE: &str = "RTMR0-2 are not predicted: RTMR0 covers the VMM's ACPI tables and TD HOB, RTMR1/RTMR2 what OVMF and the UKI measure at boot; compare them against a captured event log";
+const RTMR_NOTE: &str = "RTMR0-2 are not predicted: RTMR0 covers the VMM's ACPI tables and TD HOB, RTMR1/RTMR2 what OVMF and the UKI measure at boot; `measure tdx --uki F` and measurements.json's tdx.uki_boot list the events that follow from the UKI and an RTMR1 candidate not verified on hardware; compare them against a captured event log";
 
 pub fn run(args: MeasureArgs) -> Result<ExitCode> {
     match args.command {
@@ -81,7 +81,10 @@ fn tdx(args: MeasureTdxArgs) -> Result<ExitCode> {
         flags::PageAddOrder::Single => PageAddOrder::Single,
         flags::PageAddOrder::TwoPass => PageAddOrder::TwoPass,
     };
-    let measurement = measure::measure_tdx(&args.ovmf, order)?;
+    let mut measurement = measure::measure_tdx(&args.ovmf, order)?;
+    if let Some(uki) = &args.uki {
+        measurement.uki_boot = Some(measure::predict_uki_boot(uki)?);
+    }
     if args.json {
         print_json(&TdxReport {
             tee: "tdx",

@@ -1,6 +1,8 @@
-//! Launch measurements: the SEV-SNP launch digest and the TDX MRTD (issue 4).
+//! Launch measurements: the SEV-SNP launch digest, the TDX MRTD and what is known of the TDX
+//! RTMRs (issue 4).
 //!
-//! Three layers: [`ovmf`] parses firmware images, [`snp`] and [`tdx`] compute digests from bytes
+//! Three layers: [`ovmf`] parses firmware images, [`snp`], [`tdx`] and [`rtmr`] compute digests
+//! from bytes
 //! and launch values, and this module reads files, applies the deployment model exactly as the
 //! launch script does ([`measure_artifacts`]) and defines `measurements.json` ([`Measurements`],
 //! DESIGN.md §4). [`reference`] runs sev-snp-measure from PyPI for the differential test and the
@@ -8,6 +10,7 @@
 
 pub mod ovmf;
 pub mod reference;
+pub mod rtmr;
 pub mod snp;
 pub mod tdx;
 
@@ -101,6 +104,107 @@ pub struct TdxMeasurement {
     pub rtmr2: Option<String>,
     /// The page-add order MRTD was computed for.
     pub page_add_order: PageAddOrder,
+    /// For direct UKI boot: the RTMR events that follow from uki.efi, an unverified RTMR1
+    /// candidate and why `rtmr1`/`rtmr2` stay null. Absent for other boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki_boot: Option<UkiBootPrediction>,
+}
+
+/// `measurements.json` `tdx.uki_boot`: what can be derived for `-kernel uki.efi` and how far it
+/// is trusted. Nothing here has been compared with a TD's event log by this project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UkiBootPrediction {
+    /// Always false: no value here was checked against a TD quote or event log.
+    pub verified_on_hardware: bool,
+    /// RTMR1 replayed from `rtmr1_events`, for comparison with a quote; see `basis`.
+    pub rtmr1_candidate: String,
+    /// The RTMR1 events the candidate assumes, in log order.
+    pub rtmr1_events: Vec<RtmrEvent>,
+    /// Events the Linux EFI stub adds to RTMR2 (among others that are not predicted).
+    pub rtmr2_events: Vec<RtmrEvent>,
+    /// How the values were derived and under which assumptions.
+    pub basis: String,
+    /// Why RTMR0 and RTMR2 are not predicted.
+    pub not_predicted: NotPredicted,
+}
+
+/// One predicted event of a TD event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtmrEvent {
+    /// Event type and what was measured.
+    pub event: String,
+    /// The SHA-384 digest in the event, hex.
+    pub digest: String,
+}
+
+/// Reasons for the RTMRs `measurements.json` leaves null.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotPredicted {
+    /// Why RTMR0 is not predicted.
+    pub rtmr0: String,
+    /// Why RTMR1 is only a candidate.
+    pub rtmr1: String,
+    /// Why RTMR2 is not predicted.
+    pub rtmr2: String,
+}
+
+const UKI_BASIS: &str = "RTMR = SHA384(RTMR || event digest) from zero; RTMR1 = [Authenticode SHA-384 of uki.efi (TDVF measures the -kernel image it LoadImage()s before ReadyToBoot), EV_EFI_ACTION 'Calling EFI Application from Boot Option', EV_SEPARATOR, Authenticode SHA-384 of the .linux section (systemd-stub LoadImage()s it; dstack-mr records this event from TDX hardware for UKI disk boot), EV_EFI_ACTION 'Exit Boot Services Invocation', 'Exit Boot Services Returned with Success']; the constant events and the replay rule reproduce Intel tdx-tools' published direct-boot log. RTMR2 events: LOADED_IMAGE::LoadOptions = SHA384(UTF-16LE .cmdline + NUL) and 'Linux initrd' = SHA384(.initrd), measured by the Linux EFI stub when systemd-stub passes them on unchanged";
+
+const NOT_RTMR0: &str = "RTMR0 covers the TD HOB (memory size), the OVMF variable store and QEMU's ACPI tables and table-loader script, which depend on the QEMU version, machine type, vCPUs, memory and devices: capture it from a running TD's event log once per host profile";
+const NOT_RTMR1: &str = "only a candidate: it assumes the VMM hands uki.efi to TDVF unmodified (QEMU patches setup headers of -kernel images on some versions; a patched header changes the first event) and that systemd-stub's LoadImage of .linux is measured; not yet compared with a TD quote, so attestation does not use it (rtmr1 stays null)";
+const NOT_RTMR2: &str = "systemd-stub also measures the UKI's sections (PCR 11) and possibly credentials or system extensions (PCR 12/13) into RTMR2 when it supports the CC measurement protocol, which depends on the systemd version inside the UKI; only the Linux EFI stub's events are listed";
+
+fn rtmr_event(event: &str, digest: &[u8; 48]) -> RtmrEvent {
+    RtmrEvent {
+        event: event.to_owned(),
+        digest: hex::encode(digest),
+    }
+}
+
+/// The RTMR prediction for a direct boot of the UKI at `uki`.
+pub fn predict_uki_boot(uki: &Path) -> Result<UkiBootPrediction> {
+    let data = read_input(uki, "UKI")?;
+    let events = rtmr::UkiEvents::of(&data).map_err(|err| {
+        bad_input(format!(
+            "{}: {err}; pass the UKI the build wrote",
+            uki.display()
+        ))
+    })?;
+    let rtmr1 = events.rtmr1_events();
+    let names = [
+        "EV_EFI_BOOT_SERVICES_APPLICATION uki.efi (Authenticode)",
+        "EV_EFI_ACTION Calling EFI Application from Boot Option",
+        "EV_SEPARATOR",
+        "EV_EFI_BOOT_SERVICES_APPLICATION .linux (Authenticode)",
+        "EV_EFI_ACTION Exit Boot Services Invocation",
+        "EV_EFI_ACTION Exit Boot Services Returned with Success",
+    ];
+    let mut rtmr2_events = Vec::new();
+    if let Some(digest) = &events.load_options {
+        rtmr2_events.push(rtmr_event(
+            "EV_EVENT_TAG LOADED_IMAGE::LoadOptions (.cmdline)",
+            digest,
+        ));
+    }
+    if let Some(digest) = &events.initrd {
+        rtmr2_events.push(rtmr_event("EV_EVENT_TAG Linux initrd (.initrd)", digest));
+    }
+    Ok(UkiBootPrediction {
+        verified_on_hardware: false,
+        rtmr1_candidate: hex::encode(rtmr::replay(&rtmr1)),
+        rtmr1_events: names
+            .iter()
+            .zip(&rtmr1)
+            .map(|(name, digest)| rtmr_event(name, digest))
+            .collect(),
+        rtmr2_events,
+        basis: UKI_BASIS.to_owned(),
+        not_predicted: NotPredicted {
+            rtmr0: NOT_RTMR0.to_owned(),
+            rtmr1: NOT_RTMR1.to_owned(),
+            rtmr2: NOT_RTMR2.to_owned(),
+        },
+    })
 }
 
 /// What `cargo xtask measure snp --json` prints: the digest beside every input.
@@ -190,10 +294,36 @@ fn sha256_input(path: &Path, what: &str) -> Result<([u8; 32], String)> {
 /// The files of an SNP request, read and hashed.
 struct SnpPrepared {
     firmware: Vec<u8>,
+    /// SHA-384 of every firmware page (see [`snp::page_hashes`]) when the image has a
+    /// plausible firmware size; otherwise the launch digest checks and hashes it itself.
+    firmware_pages: Option<Vec<snp::LaunchDigest>>,
     params: SnpParams,
     vcpu_type: Option<String>,
     kernel_sha256: Option<String>,
     initrd_sha256: Option<String>,
+}
+
+/// The largest firmware whose pages are hashed before it is parsed (real OVMF images are 2-4 MiB);
+/// anything larger is checked first.
+const MAX_PREHASHED_FIRMWARE: usize = 64 << 20;
+
+/// Kernels and initrds from this size on are hashed on their own thread.
+const PARALLEL_KERNEL_BYTES: u64 = 1 << 20;
+
+/// SHA-256 of the kernel and initrd of `request` (raw and hex each).
+type KernelFileHashes = Option<(([u8; 32], String), Option<([u8; 32], String)>)>;
+
+fn hash_kernel_files(request: &SnpRequest) -> Result<KernelFileHashes> {
+    let Some(kernel) = &request.kernel else {
+        return Ok(None);
+    };
+    let kernel = sha256_input(kernel, "kernel")?;
+    let initrd = request
+        .initrd
+        .as_deref()
+        .map(|initrd| sha256_input(initrd, "initrd"))
+        .transpose()?;
+    Ok(Some((kernel, initrd)))
 }
 
 fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
@@ -201,16 +331,35 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
         Vcpu::Type(name) => (Some(name.clone()), snp::vcpu_signature(name)?),
         Vcpu::Sig(sig) => (None, *sig),
     };
-    let firmware = read_input(&request.ovmf, "firmware")?;
-    let (kernel_hashes, kernel_sha256, initrd_sha256) = match &request.kernel {
+    // The kernel's SHA-256 (tens of MiB for a UKI) runs on its own thread while this one reads
+    // and hashes the firmware pages; the launch digest's chain needs both.
+    let (firmware, firmware_pages, kernel_files) = std::thread::scope(|scope| {
+        // A small kernel is hashed here afterwards: a thread would cost more than it saves.
+        let big = |path: &Option<PathBuf>| {
+            path.as_deref()
+                .and_then(|path| std::fs::metadata(path).ok())
+                .is_some_and(|metadata| metadata.len() >= PARALLEL_KERNEL_BYTES)
+        };
+        let kernel = (big(&request.kernel) || big(&request.initrd))
+            .then(|| scope.spawn(|| hash_kernel_files(request)));
+        let firmware = read_input(&request.ovmf, "firmware");
+        let firmware_pages = firmware
+            .as_deref()
+            .ok()
+            .filter(|image| image.len() % 4096 == 0 && image.len() <= MAX_PREHASHED_FIRMWARE)
+            .map(snp::page_hashes);
+        let kernel_files = match kernel {
+            None => hash_kernel_files(request),
+            Some(worker) => worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        };
+        (firmware, firmware_pages, kernel_files)
+    });
+    let firmware = firmware?;
+    let (kernel_hashes, kernel_sha256, initrd_sha256) = match kernel_files? {
         None => (None, None, None),
-        Some(kernel) => {
-            let (kernel_raw, kernel_hex) = sha256_input(kernel, "kernel")?;
-            let initrd = request
-                .initrd
-                .as_deref()
-                .map(|initrd| sha256_input(initrd, "initrd"))
-                .transpose()?;
+        Some(((kernel_raw, kernel_hex), initrd)) => {
             let hashes = KernelHashes::new(
                 kernel_raw,
                 initrd.as_ref().map(|(raw, _)| *raw),
@@ -228,6 +377,7 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     };
     Ok(SnpPrepared {
         firmware,
+        firmware_pages,
         params,
         vcpu_type,
         kernel_sha256,
@@ -236,8 +386,12 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
 }
 
 fn snp_digest_hex(request: &SnpRequest, prepared: &SnpPrepared) -> Result<String> {
-    let digest = snp::launch_digest(&prepared.firmware, &prepared.params)
-        .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
+    let digest = snp::launch_digest_hashed(
+        &prepared.firmware,
+        prepared.firmware_pages.as_deref(),
+        &prepared.params,
+    )
+    .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
     Ok(hex::encode(digest))
 }
 
@@ -282,6 +436,7 @@ pub fn measure_tdx(ovmf: &Path, order: PageAddOrder) -> Result<TdxMeasurement> {
         rtmr1: None,
         rtmr2: None,
         page_add_order: order,
+        uki_boot: None,
     })
 }
 
@@ -365,12 +520,18 @@ pub fn measure_artifacts(model: &Model, artifacts: &Path) -> Result<Measurements
                 tdx: None,
             })
         }
-        Tee::Tdx => Ok(Measurements {
-            schema: 1,
-            tee: Tee::Tdx,
-            snp: None,
-            tdx: Some(measure_tdx(&firmware, page_add_order(model))?),
-        }),
+        Tee::Tdx => {
+            let mut tdx = measure_tdx(&firmware, page_add_order(model))?;
+            if model.launch.boot == BootMode::DirectUki {
+                tdx.uki_boot = Some(predict_uki_boot(&built_artifact(artifacts, "uki.efi")?)?);
+            }
+            Ok(Measurements {
+                schema: 1,
+                tee: Tee::Tdx,
+                snp: None,
+                tdx: Some(tdx),
+            })
+        }
     }
 }
 

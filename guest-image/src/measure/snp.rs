@@ -212,7 +212,11 @@ impl Gctx {
     }
 
     fn normal_pages(&mut self, gpa: u64, data: &[u8]) {
-        for (page_hash, index) in page_hashes(data).iter().zip(0u64..) {
+        self.hashed_pages(gpa, &page_hashes(data));
+    }
+
+    fn hashed_pages(&mut self, gpa: u64, hashes: &[LaunchDigest]) {
+        for (page_hash, index) in hashes.iter().zip(0u64..) {
             self.update(PageType::Normal, gpa + index * PAGE as u64, page_hash);
         }
     }
@@ -242,7 +246,7 @@ fn hash_pages(pages: &[&[u8]]) -> Vec<LaunchDigest> {
 
 /// SHA-384 of every 4 KiB page of `data`, hashed on a few threads (the firmware is most of the
 /// work); the chain itself stays sequential.
-fn page_hashes(data: &[u8]) -> Vec<LaunchDigest> {
+pub fn page_hashes(data: &[u8]) -> Vec<LaunchDigest> {
     let pages: Vec<&[u8]> = data.chunks(PAGE).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -322,6 +326,16 @@ pub fn vmsa_page(eip: u32, vcpu_sig: u32, guest_features: u64, vmm: Vmm) -> Box<
 /// Computes the SEV-SNP launch digest of `firmware` (the file given to `-bios`) launched with
 /// `params`. Bad firmware or parameters give a bad-input error naming the problem.
 pub fn launch_digest(firmware: &[u8], params: &SnpParams) -> Result<LaunchDigest> {
+    launch_digest_hashed(firmware, None, params)
+}
+
+/// [`launch_digest`] with the firmware's [`page_hashes`] computed already (the caller hashes them
+/// while it hashes the kernel); `None` hashes them here.
+pub fn launch_digest_hashed(
+    firmware: &[u8],
+    firmware_pages: Option<&[LaunchDigest]>,
+    params: &SnpParams,
+) -> Result<LaunchDigest> {
     if params.vcpus == 0 || params.vcpus > MAX_VCPUS {
         return Err(bad_input(format!(
             "--vcpus {} is out of range; use 1..={MAX_VCPUS}",
@@ -360,7 +374,13 @@ pub fn launch_digest(firmware: &[u8], params: &SnpParams) -> Result<LaunchDigest
     }
 
     let mut gctx = Gctx { digest: [0; 48] };
-    gctx.normal_pages(FOUR_GIB - firmware.len() as u64, firmware);
+    let firmware_gpa = FOUR_GIB - firmware.len() as u64;
+    match firmware_pages {
+        Some(hashes) if hashes.len() == firmware.len() / PAGE => {
+            gctx.hashed_pages(firmware_gpa, hashes)
+        }
+        _ => gctx.normal_pages(firmware_gpa, firmware),
+    }
     for section in &sections {
         let gpa = u64::from(section.gpa);
         let size = u64::from(section.size);

@@ -9,11 +9,9 @@
 //! `PageAddOrder` is the model's own type, so a model value and a flag can never mean different
 //! orders.
 //!
-//! RTMR0..2 are not predicted here. RTMR0 covers the VMM's ACPI tables and TD HOB (QEMU version,
-//! machine type, memory and devices). RTMR1 and RTMR2 cover what OVMF and systemd-stub measure
-//! while loading the UKI (its Authenticode digest, its sections and the events around them); no
-//! specification of that event sequence for a UKI passed with `-kernel` is at hand to check a
-//! prediction against, and a wrong reference value is worse than none.
+//! RTMRs are [`super::rtmr`]'s: RTMR0 covers the VMM's ACPI tables and TD HOB (QEMU version,
+//! machine type, memory and devices) and is not predicted; for RTMR1/RTMR2 it lists the events
+//! that follow from the UKI and an RTMR1 candidate that is not verified on hardware.
 
 use anyhow::Result;
 use cvm_core::error::bad_input;

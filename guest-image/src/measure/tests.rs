@@ -423,10 +423,42 @@ fn tdx_model_measures_mrtd_with_the_model_order() {
     std::fs::copy(shared_firmware(PLUCKY), dir.path().join("firmware.fd")).unwrap();
     let text = "[deployment]\nname = \"t\"\ntee = \"tdx\"\n[launch]\nvcpus = 4\n";
     let mut model = cvm_core::model::parse(text, None).unwrap();
+    // Direct UKI boot (the default) needs uki.efi: a UKI that is not a PE is bad input.
+    std::fs::write(dir.path().join("uki.efi"), b"not a PE").unwrap();
+    let err = measure_artifacts(&model, dir.path()).unwrap_err();
+    assert!(cvm_core::error::is_bad_input(&err), "{err:#}");
+    assert!(format!("{err:#}").contains("uki.efi"), "{err:#}");
+    let linux = rtmr::tests::pe_image(&[(".text", b"kernel")], b"");
+    let uki = rtmr::tests::pe_image(
+        &[
+            (".cmdline", b"console=hvc0"),
+            (".initrd", b"initrd"),
+            (".linux", &linux),
+        ],
+        b"",
+    );
+    std::fs::write(dir.path().join("uki.efi"), &uki).unwrap();
     let measured = measure_artifacts(&model, dir.path()).unwrap();
     let tdx = measured.tdx.as_ref().unwrap();
     assert_eq!(tdx.mrtd, PLUCKY_MRTD);
     assert_eq!(tdx.page_add_order, PageAddOrder::Single);
+    // RTMR1/RTMR2 stay null (nothing unverified reaches attestation); the UKI events are listed.
+    assert_eq!((&tdx.rtmr1, &tdx.rtmr2), (&None, &None));
+    let uki_boot = tdx.uki_boot.as_ref().unwrap();
+    assert!(!uki_boot.verified_on_hardware);
+    let events: Vec<[u8; 48]> = uki_boot
+        .rtmr1_events
+        .iter()
+        .map(|event| hex::decode(&event.digest).unwrap().try_into().unwrap())
+        .collect();
+    assert_eq!(events[0], rtmr::authenticode_sha384(&uki).unwrap());
+    assert_eq!(events[3], rtmr::authenticode_sha384(&linux).unwrap());
+    assert_eq!(uki_boot.rtmr1_candidate, hex::encode(rtmr::replay(&events)));
+    assert_eq!(uki_boot.rtmr2_events.len(), 2);
+    assert_eq!(
+        uki_boot.rtmr2_events[1].digest,
+        hex::encode(sha384(b"initrd"))
+    );
 
     model.host.qemu_version = Some("8.2.2".to_owned());
     assert_eq!(page_add_order(&model), PageAddOrder::TwoPass);
@@ -445,6 +477,11 @@ fn tdx_model_measures_mrtd_with_the_model_order() {
     assert_eq!(json["tee"], "tdx");
     assert_eq!(json["tdx"]["mrtd"], PLUCKY_MRTD);
     assert_eq!(json["tdx"]["rtmr1"], serde_json::Value::Null);
+    assert_eq!(json["tdx"]["uki_boot"]["verified_on_hardware"], false);
+    assert!(json["tdx"]["uki_boot"]["not_predicted"]["rtmr0"]
+        .as_str()
+        .unwrap()
+        .contains("ACPI"));
     assert_eq!(json["tdx"]["page_add_order"], "single");
     assert_eq!(
         serde_json::from_str::<Measurements>(&text).unwrap(),

@@ -380,6 +380,10 @@ pub struct HostCollectArgs {
 /// `host check`.
 #[derive(Debug, Args)]
 pub struct HostCheckArgs {
+    /// Deployment model whose launch size is checked for slow-boot ranges (warnings only); the
+    /// embedded default when not given.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Facts bundle to evaluate (default: collect this host into a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub facts: Option<PathBuf>,

@@ -54,6 +54,11 @@ fn collect(args: HostCollectArgs) -> Result<ExitCode> {
 }
 
 fn check(args: HostCheckArgs) -> Result<ExitCode> {
+    // Guests of this size boot for minutes on some firmware: say so before the checks run.
+    let model = cvm_core::model::load(args.config.as_deref())?;
+    for warning in guest_image::launch::boot_time_warnings(&model.model) {
+        eprintln!("warning: {}: {warning}", model.source_name());
+    }
     let options = Options {
         tee: None,
         only: args.only,

@@ -307,6 +307,33 @@ fn host_commands_exit_as_documented() {
 }
 
 /// report.json of a validate run: (id, status) in order.
+#[test]
+fn host_check_warns_about_a_model_in_the_slow_boot_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = root().join("host-setup/tests/data/facts/snp-xe7745");
+    let big = dir.path().join("big.toml");
+    let text = cvm_core::model::DEFAULT_MODEL_TOML
+        .replace("vcpus = 2", "vcpus = 96")
+        .replace("memory = \"4G\"", "memory = \"512G\"");
+    std::fs::write(&big, text).unwrap();
+    let args = ["host", "check", "--facts", path_str(&healthy), "--json"];
+    let quiet = stderr(&check(&args, Expect::Exit(0, vec![])));
+    assert!(!quiet.contains("warning:"), "{quiet}");
+    let mut with_model = args.to_vec();
+    with_model.extend(["-c", path_str(&big)]);
+    let loud = stderr(&check(&with_model, Expect::Exit(0, vec![])));
+    let warnings: Vec<&str> = loud
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{loud}");
+    assert!(warnings.iter().all(|w| w.contains("big.toml")), "{loud}");
+    assert!(
+        loud.contains("launch.memory") && loud.contains("launch.vcpus"),
+        "{loud}"
+    );
+}
+
 fn report_statuses(report_dir: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(report_dir.join("report.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use cvm_core::cmd::Cmd;
+use cvm_core::{cmd::Cmd, model::Profile};
 
 /// Packages purged with dpkg.
 pub const PURGE_PACKAGES: &str = include_str!("../../data/purge-packages.txt");
@@ -21,6 +21,19 @@ pub const REMOVE_PATHS: &str = include_str!("../../data/remove-paths.txt");
 pub const MASK_UNITS: &str = include_str!("../../data/mask-units.txt");
 /// Paths the audit refuses to find.
 pub const FORBIDDEN_PATHS: &str = include_str!("../../data/forbidden-paths.txt");
+
+/// The data lists of `profile`: (purge, remove, forbidden), base entries first.
+pub fn lists(profile: Profile) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
+    let mut purge = list_entries(PURGE_PACKAGES);
+    let mut remove = list_entries(REMOVE_PATHS);
+    let mut forbidden = list_entries(FORBIDDEN_PATHS);
+    if profile == Profile::Gpu {
+        purge.extend(list_entries(super::gpu::PURGE_PACKAGES));
+        remove.extend(list_entries(super::gpu::REMOVE_PATHS));
+        forbidden.extend(list_entries(super::gpu::FORBIDDEN_PATHS));
+    }
+    (purge, remove, forbidden)
+}
 
 /// The entries of a data list: one per line, `#` comments and blank lines skipped.
 pub fn list_entries(text: &str) -> Vec<&str> {
@@ -108,10 +121,15 @@ pub struct HardenReport {
 }
 
 /// Hardens the tree at `root` in place. `kernel_meta` is the model's kernel meta package,
-/// `kernel_version` the installed kernel's release (for depmod).
-pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<HardenReport> {
+/// `kernel_version` the installed kernel's release (for depmod), `profile` selects the lists.
+pub fn harden(
+    root: &Path,
+    kernel_meta: &str,
+    kernel_version: &str,
+    profile: Profile,
+) -> Result<HardenReport> {
     let mut report = HardenReport::default();
-    let mut purge: Vec<&str> = list_entries(PURGE_PACKAGES);
+    let (mut purge, remove, _) = lists(profile);
     purge.push(kernel_meta);
     let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
         .context("reading the guest's dpkg status")?;
@@ -131,7 +149,7 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
         .run()
         .context("purging packages from the guest with its own dpkg")?;
     // The module trees go before depmod, which must still see kmod in the tree.
-    for pattern in list_entries(REMOVE_PATHS) {
+    for pattern in &remove {
         if pattern.starts_with("usr/lib/modules/") {
             for path in expand(root, pattern) {
                 remove_any(&path)?;
@@ -144,7 +162,7 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
         .args(["depmod", "-a", kernel_version])
         .run()
         .context("rebuilding the guest's module index")?;
-    for pattern in list_entries(REMOVE_PATHS) {
+    for pattern in &remove {
         for path in expand(root, pattern) {
             remove_any(&path)?;
             report.removed += 1;
@@ -191,10 +209,15 @@ fn write(root: &Path, relative: &str, contents: &str) -> Result<()> {
     fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Problems the audit finds in an extracted root tree: forbidden paths and setuid/setgid files.
+/// Problems the audit finds in an extracted base root tree: forbidden paths and setuid/setgid files.
 pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
+    audit_tree_for(root, Profile::Base)
+}
+
+/// Problems the audit finds in an extracted root tree of `profile`.
+pub fn audit_tree_for(root: &Path, profile: Profile) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for pattern in list_entries(FORBIDDEN_PATHS) {
+    for pattern in lists(profile).2 {
         for path in expand(root, pattern) {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             problems.push(format!("forbidden path /{}", relative.display()));

@@ -160,6 +160,8 @@ pub struct RootfsInputs<'a> {
     /// `--offline`: a local repository made from the lock and the package cache (see
     /// [`super::local_repo`]) replaces the archive.
     pub offline_repo: Option<&'a Path>,
+    /// Files the model adds ([`super::overlay`]): the profile's, vendor artifacts, RIM store.
+    pub extra_files: &'a [super::overlay::OverlayFile],
 }
 
 /// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
@@ -167,7 +169,13 @@ pub struct RootfsInputs<'a> {
 pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
     let suite = &model.guest.suite;
     let ubuntu = is_ubuntu_suite(suite);
-    let components = if ubuntu { "main,universe" } else { "main" };
+    let gpu = model.guest.profile == cvm_core::model::Profile::Gpu;
+    // The gpu profile's signed NVIDIA modules and driver live in Ubuntu's restricted component.
+    let components = match (ubuntu, gpu) {
+        (true, true) => "main,restricted,universe",
+        (true, false) => "main,universe",
+        (false, _) => "main",
+    };
     let early = stage.join("early");
     let overlay = stage.join("overlay");
     let tree = stage.join("tree");
@@ -192,6 +200,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         )?;
     }
     write_overlay(&overlay, inputs.cvm_status)?;
+    super::overlay::write(inputs.extra_files, &overlay)?;
     fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
     include.push(model.guest.kernel.clone());
@@ -230,6 +239,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             BUILD_PACKAGES.join(" "),
             q(&build_list)
         ))
+        .args(gpu.then(|| {
+            format!(
+                "--customize-hook={}",
+                super::gpu::install_hook(&model.guest.gpu.driver)
+            )
+        }))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)
@@ -252,9 +267,15 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         // sync-out hook killed by SIGPIPE was seen once under heavy load). Retry once, loudly;
         // a signature or disk-space failure is final.
         let text = format!("{err:#}");
-        let final_failure = ["NO_PUBKEY", "not signed", "BADSIG", "No space left"]
-            .iter()
-            .any(|needle| text.contains(needle));
+        let final_failure = [
+            "NO_PUBKEY",
+            "not signed",
+            "BADSIG",
+            "No space left",
+            "unmet dependencies",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle));
         if !final_failure {
             let tail: String = text
                 .chars()
@@ -269,7 +290,16 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             result = command.run();
         }
     }
-    result.map_err(|err| explain_mmdebstrap(err, suite))?;
+    result.map_err(|err| {
+        let text = format!("{err:#}");
+        match gpu
+            .then(|| super::gpu::explain_unmet(&text, &model.guest.gpu.driver))
+            .flatten()
+        {
+            Some(why) => err.context(why),
+            None => explain_mmdebstrap(err, suite),
+        }
+    })?;
 
     let modules = tree.join("usr/lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&modules)

@@ -358,6 +358,7 @@ fn a_mirror_without_a_valid_signature_is_refused() {
             lock: Some(&lock),
             deb_cache: &work.path().join("debs"),
             offline_repo: None,
+            extra_files: &[],
         },
         &stage,
     )

@@ -306,6 +306,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .with_context(|| format!("reading {}", modules.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        // A kernel is a module tree with its image in /boot (maintainer scripts of add-on
+        // module packages can leave other directories there).
+        .filter(|version| tree.join(format!("boot/vmlinuz-{version}")).exists())
         .collect();
     versions.sort();
     let [kernel_version] = versions.as_slice() else {

@@ -34,7 +34,7 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
         lock_path: gpu_lock.clone(),
         ..options(out, false)
     };
-    let bench = image::bench::run(&model, &options, gpu_options, &work)?;
+    let bench = image::bench::run(&model, options, gpu_options, &work)?;
     eprintln!("{}", image::bench::table(&bench));
     print_json(&bench)?;
     Ok(ExitCode::SUCCESS)

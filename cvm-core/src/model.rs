@@ -107,6 +107,9 @@ pub struct Guest {
     /// Vendor artifacts pinned by sha256, by name.
     #[serde(default)]
     pub files: BTreeMap<String, GuestFile>,
+    /// Settings of the `gpu` profile (ignored by `base`).
+    #[serde(default)]
+    pub gpu: GpuStack,
 }
 
 impl Default for Guest {
@@ -120,6 +123,7 @@ impl Default for Guest {
             extra_cmdline: Vec::new(),
             source_date_epoch: default_source_date_epoch(),
             files: BTreeMap::new(),
+            gpu: GpuStack::default(),
         }
     }
 }
@@ -143,6 +147,61 @@ pub enum Profile {
     Base,
     /// The NVIDIA confidential-computing stack.
     Gpu,
+}
+
+/// `[guest.gpu]`: the NVIDIA confidential-computing stack of the `gpu` profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpuStack {
+    /// The NVIDIA driver branch (`580-server`, `595`, …; 580 or newer). The open kernel modules
+    /// come prebuilt and signed for the guest's kernel from the archive's restricted component.
+    #[serde(default = "default_nvidia_driver")]
+    pub driver: String,
+    /// Set the GPUs' ready state (`nvidia-smi conf-compute -srs 1`) only once `attested-flag`
+    /// exists; `false` sets it as soon as the driver is up.
+    #[serde(default = "default_true")]
+    pub ready_after_attestation: bool,
+    /// The file the attestation bootstrap creates when GPU attestation succeeded.
+    #[serde(default = "default_attested_flag")]
+    pub attested_flag: String,
+    /// The `[guest.files]` entry holding NVIDIA's attestation tool; when set, the image runs it at
+    /// boot and creates `attested-flag` when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation_tool: Option<String>,
+    /// A directory of RIM files on the build host, copied into the image for air-gapped sites
+    /// (relative paths are relative to the model file); the guest then reads RIMs from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rim_store: Option<PathBuf>,
+}
+
+impl Default for GpuStack {
+    fn default() -> Self {
+        Self {
+            driver: default_nvidia_driver(),
+            ready_after_attestation: true,
+            attested_flag: default_attested_flag(),
+            attestation_tool: None,
+            rim_store: None,
+        }
+    }
+}
+
+fn default_nvidia_driver() -> String {
+    "580-server".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_attested_flag() -> String {
+    "/run/cvm/gpu-attested".to_owned()
+}
+
+/// The driver branch's major version (`580` of `580-server`) when `driver` is a branch name.
+pub fn nvidia_branch_major(driver: &str) -> Option<u32> {
+    let major = driver.strip_suffix("-server").unwrap_or(driver);
+    (major.len() == 3 && major.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| major.parse().ok())
+        .flatten()
 }
 
 /// One entry of `[guest.files]`.
@@ -846,6 +905,28 @@ impl Model {
             }
             if file.mode > 0o7777 || file.mode & 0o6000 != 0 {
                 return problem(format!("{key}.mode"), format!("{:#o} is not allowed; use plain permission bits such as 0o755 (setuid/setgid files are forbidden in the image)", file.mode));
+            }
+        }
+        let gpu = &guest.gpu;
+        match nvidia_branch_major(&gpu.driver) {
+            Some(major) if major >= 580 => {}
+            _ => return problem("guest.gpu.driver", format!("{:?} is not an NVIDIA driver branch of 580 or newer; use e.g. \"580-server\" or \"595\" (the open kernel modules of that branch are installed)", gpu.driver)),
+        }
+        if !gpu.attested_flag.starts_with('/')
+            || gpu.attested_flag.split('/').any(|part| part == "..")
+            || gpu.attested_flag.ends_with('/')
+        {
+            return problem(
+                "guest.gpu.attested-flag",
+                format!(
+                    "{:?} is not an absolute file path; use e.g. \"/run/cvm/gpu-attested\"",
+                    gpu.attested_flag
+                ),
+            );
+        }
+        if let Some(tool) = &gpu.attestation_tool {
+            if !guest.files.contains_key(tool) {
+                return problem("guest.gpu.attestation-tool", format!("{tool:?} names no [guest.files] entry; add [guest.files.{tool}] with source, sha256 and dest, or remove the key"));
             }
         }
         Ok(())

@@ -97,15 +97,13 @@ fn failed_units() -> Vec<String> {
     }
 }
 
+/// `n/a` without an NVIDIA GPU; else the CC status from the driver, or an explicit error.
 fn gpu_cc() -> String {
-    if !Path::new("/dev/nvidiactl").exists() {
-        return "n/a".to_owned();
-    }
-    match Cmd::new("nvidia-smi").args(["conf-compute", "-f"]).read() {
-        Ok(text) if text.contains("CC status: ON") => "on".to_owned(),
-        Ok(_) => "off".to_owned(),
-        Err(_) => "unknown".to_owned(),
-    }
+    guest_image::image::gpu::gpu_cc(Path::new("/"), || {
+        Cmd::new("/usr/bin/nvidia-smi")
+            .args(["conf-compute", "-f"])
+            .read()
+    })
 }
 
 /// The launch measurement through configfs-tsm: SEV-SNP report offset 0x90, TDX quote offset 184.

@@ -46,6 +46,10 @@ pub struct ImageBench {
     pub stock_initrd_bytes: u64,
     /// our boot / stock-initrd boot (target ≤ 0.5), when both reached CVM-STATUS.
     pub boot_over_stock: Option<f64>,
+    /// Size of the gpu profile's disk.qcow2 in bytes (budget ≤ 1.2 GB), when it was built.
+    pub gpu_qcow2_bytes: Option<u64>,
+    /// Why the gpu image was not built (its build error), when it was not.
+    pub gpu_not_built: Option<String>,
 }
 
 fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
@@ -57,10 +61,12 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     Ok((value, seconds))
 }
 
-/// Runs the benchmark under `work` (scratch outputs); `options` is a normal build's options.
+/// Runs the benchmark under `work` (scratch outputs); `options` is a normal build's options,
+/// `gpu_options` those of the same model with the gpu profile (its own lock).
 pub fn run(
     model: &LoadedModel,
     options: impl Fn(PathBuf, bool) -> BuildOptions,
+    gpu_options: impl Fn(PathBuf) -> BuildOptions,
     work: &Path,
 ) -> Result<ImageBench> {
     fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
@@ -158,7 +164,27 @@ pub fn run(
     let qcow2_bytes = fs::metadata(out.join("disk.qcow2"))
         .context("reading disk.qcow2")?
         .len();
+    // The gpu profile of the same model: its size against the budget (a failed build is
+    // reported with its reason, not fatal to the benchmark).
+    let mut gpu_model = model.clone();
+    gpu_model.model.guest.profile = cvm_core::model::Profile::Gpu;
+    let gpu_out = work.join("out-gpu");
+    let (gpu_qcow2_bytes, gpu_not_built) = match timed("gpu profile build", || {
+        super::build(&gpu_model, gpu_options(gpu_out.clone()))
+    }) {
+        Ok(_) => (
+            Some(
+                fs::metadata(gpu_out.join("disk.qcow2"))
+                    .context("reading the gpu disk.qcow2")?
+                    .len(),
+            ),
+            None,
+        ),
+        Err(err) => (None, Some(format!("{err:#}"))),
+    };
     Ok(ImageBench {
+        gpu_qcow2_bytes,
+        gpu_not_built,
         bare_mmdebstrap_s: bare_s,
         cold_build_s: cold_s,
         noop_rebuild_s: noop_s,
@@ -288,6 +314,16 @@ pub fn table(bench: &ImageBench) -> String {
             bench.initrd_bytes as f64 / 1e6,
             bench.stock_initrd_bytes as f64 / 1e6
         ),
+        match (bench.gpu_qcow2_bytes, &bench.gpu_not_built) {
+            (Some(bytes), _) => format!(
+                "gpu disk.qcow2           {:>8.1} MB  (budget <= 1200 MB)",
+                bytes as f64 / 1e6
+            ),
+            (None, why) => format!(
+                "gpu disk.qcow2           not built: {}",
+                why.as_deref().unwrap_or("unknown")
+            ),
+        },
     ]
     .join("\n")
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use cvm_core::cmd::Cmd;
+use cvm_core::{cmd::Cmd, model::Profile};
 
 /// Packages purged with dpkg.
 pub const PURGE_PACKAGES: &str = include_str!("../../data/purge-packages.txt");
@@ -175,6 +175,28 @@ pub fn prune_modules(module_dir: &Path, keep: &[KeptModule]) -> Result<(usize, u
     Ok((kept.len(), deleted))
 }
 
+/// The kernel modules `profile` keeps: keep-modules.txt, and for the gpu profile gpu/keep-modules.txt.
+pub fn kept_modules_for(profile: Profile) -> Vec<KeptModule> {
+    let mut keep = kept_modules(KEEP_MODULES);
+    if profile == Profile::Gpu {
+        keep.extend(kept_modules(super::gpu::KEEP_MODULES));
+    }
+    keep
+}
+
+/// The data lists of `profile`: (purge, remove, forbidden), base entries first.
+pub fn lists(profile: Profile) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
+    let mut purge = list_entries(PURGE_PACKAGES);
+    let mut remove = list_entries(REMOVE_PATHS);
+    let mut forbidden = list_entries(FORBIDDEN_PATHS);
+    if profile == Profile::Gpu {
+        purge.extend(list_entries(super::gpu::PURGE_PACKAGES));
+        remove.extend(list_entries(super::gpu::REMOVE_PATHS));
+        forbidden.extend(list_entries(super::gpu::FORBIDDEN_PATHS));
+    }
+    (purge, remove, forbidden)
+}
+
 /// The entries of a data list: one per line, `#` comments and blank lines skipped.
 pub fn list_entries(text: &str) -> Vec<&str> {
     text.lines()
@@ -263,10 +285,15 @@ pub struct HardenReport {
 }
 
 /// Hardens the tree at `root` in place. `kernel_meta` is the model's kernel meta package,
-/// `kernel_version` the installed kernel's release (for depmod).
-pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<HardenReport> {
+/// `kernel_version` the installed kernel's release (for depmod), `profile` selects the lists.
+pub fn harden(
+    root: &Path,
+    kernel_meta: &str,
+    kernel_version: &str,
+    profile: Profile,
+) -> Result<HardenReport> {
     let mut report = HardenReport::default();
-    let mut purge: Vec<&str> = list_entries(PURGE_PACKAGES);
+    let (mut purge, remove, _) = lists(profile);
     purge.push(kernel_meta);
     let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
         .context("reading the guest's dpkg status")?;
@@ -287,7 +314,7 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
         .context("purging packages from the guest with its own dpkg")?;
     // Modules are pruned before depmod, which must still see kmod in the tree.
     let module_dir = root.join("usr/lib/modules").join(kernel_version);
-    let (kept, deleted) = prune_modules(&module_dir, &kept_modules(KEEP_MODULES))?;
+    let (kept, deleted) = prune_modules(&module_dir, &kept_modules_for(profile))?;
     report.modules_kept = kept;
     report.removed += deleted;
     Cmd::new("chroot")
@@ -295,7 +322,7 @@ pub fn harden(root: &Path, kernel_meta: &str, kernel_version: &str) -> Result<Ha
         .args(["depmod", "-a", kernel_version])
         .run()
         .context("rebuilding the guest's module index")?;
-    for pattern in list_entries(REMOVE_PATHS) {
+    for pattern in &remove {
         for path in expand(root, pattern) {
             remove_any(&path)?;
             report.removed += 1;
@@ -342,9 +369,14 @@ fn write(root: &Path, relative: &str, contents: &str) -> Result<()> {
     fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Problems the audit finds in an extracted root tree: forbidden paths, setuid/setgid files, and
-/// required kernel modules (keep-modules.txt) the kernel has neither as a file nor built in.
+/// Problems the audit finds in an extracted base root tree: forbidden paths, setuid/setgid files,
+/// and required kernel modules (keep-modules.txt) the kernel has neither as a file nor built in.
 pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
+    audit_tree_for(root, Profile::Base)
+}
+
+/// Problems the audit finds in an extracted root tree of `profile`.
+pub fn audit_tree_for(root: &Path, profile: Profile) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let modules = root.join("usr/lib/modules");
     let releases: Vec<PathBuf> = fs::read_dir(&modules)
@@ -358,7 +390,7 @@ pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
     }
     for release in &releases {
         let index = ModuleIndex::read(release)?;
-        for module in kept_modules(KEEP_MODULES).iter().filter(|m| m.required) {
+        for module in kept_modules_for(profile).iter().filter(|m| m.required) {
             let present = module.names.iter().any(|name| {
                 index.builtin.contains(name)
                     || index
@@ -375,7 +407,7 @@ pub fn audit_tree(root: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    for pattern in list_entries(FORBIDDEN_PATHS) {
+    for pattern in lists(profile).2 {
         for path in expand(root, pattern) {
             let relative = path.strip_prefix(root).unwrap_or(&path);
             problems.push(format!("forbidden path /{}", relative.display()));

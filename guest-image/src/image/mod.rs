@@ -11,10 +11,12 @@ pub mod boot;
 pub mod cache;
 pub mod disk;
 pub mod distro;
+pub mod gpu;
 pub mod harden;
 pub mod local_repo;
 pub mod lock;
 pub mod manifest;
+pub mod overlay;
 pub mod root_image;
 pub mod rootfs;
 pub mod status;
@@ -256,6 +258,8 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let existing_lock = read_lock(&options.lock_path)?;
     let cvm_status = fs::read(&options.cvm_status)
         .with_context(|| format!("reading {}", options.cvm_status.display()))?;
+    let extra_files = overlay::collect(model)?;
+    let profile = guest.profile;
     let mut timer = Timer { stages: Vec::new() };
 
     // Stage rootfs: the key covers everything mmdebstrap sees except the lock; a cached output is
@@ -276,6 +280,16 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     }
     if let Some(sha256) = &firmware_sha256 {
         key = key.text("firmware", sha256);
+    }
+    if profile == cvm_core::model::Profile::Gpu {
+        key = key
+            .text("profile", "gpu")
+            .text("gpu-install", &gpu::install_hook(&guest.gpu.driver));
+    }
+    for file in &extra_files {
+        key = key
+            .text("extra-file", &format!("{} {:o}", file.path, file.mode))
+            .bytes(&file.path, &file.contents);
     }
     let rootfs_key = key.finish();
     let wanted_lock = existing_lock.clone();
@@ -308,6 +322,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                         deb_cache: &deb_cache,
                         offline_repo: options.offline.then_some(repo.as_path()),
                         distro,
+                        extra_files: &extra_files,
                     },
                     dir,
                 )?;
@@ -332,13 +347,21 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         });
     }
 
-    let harden_key = KeyBuilder::new("harden", Some(&rootfs_key))
+    // The base keys are the base lists; the gpu profile adds its own lists to them.
+    let gpu_profile = profile == cvm_core::model::Profile::Gpu;
+    let mut harden_key = KeyBuilder::new("harden", Some(&rootfs_key))
         .text("lock", &rootfs_out.lock.to_text())
         .text("purge", harden::PURGE_PACKAGES)
         .text("remove", harden::REMOVE_PATHS)
         .text("mask", harden::MASK_UNITS)
-        .text("keep-modules", harden::KEEP_MODULES)
-        .finish();
+        .text("keep-modules", harden::KEEP_MODULES);
+    if gpu_profile {
+        harden_key = harden_key
+            .text("gpu-purge", gpu::PURGE_PACKAGES)
+            .text("gpu-remove", gpu::REMOVE_PATHS)
+            .text("gpu-keep-modules", gpu::KEEP_MODULES);
+    }
+    let harden_key = harden_key.finish();
     let harden_dir = timer.run("harden", || {
         let stage = cache.stage(
             "harden",
@@ -356,6 +379,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     &tree,
                     distro.kernel(&model.model),
                     &rootfs_out.kernel_version,
+                    profile,
                 )?;
                 progress(
                     "Hardened",
@@ -452,16 +476,26 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         Ok((stage.path, stage.cached, size))
     })?;
 
-    let audit_key = KeyBuilder::new("audit", Some(&qcow2_key))
-        .text("forbidden", harden::FORBIDDEN_PATHS)
-        .finish();
+    let mut audit_key =
+        KeyBuilder::new("audit", Some(&qcow2_key)).text("forbidden", harden::FORBIDDEN_PATHS);
+    if gpu_profile {
+        audit_key = audit_key
+            .text("gpu-forbidden", gpu::FORBIDDEN_PATHS)
+            .text("gpu-modules", "present, signed, vermagic");
+    }
+    let audit_key = audit_key.finish();
     timer.run("audit", || {
         let stage = cache.stage(
             "audit",
             &audit_key,
             |_| true,
             |dir| {
-                let problems = audit_qcow2(&qcow2_dir.join("disk.qcow2"), dir)?;
+                let problems = audit_qcow2_for(
+                    &qcow2_dir.join("disk.qcow2"),
+                    dir,
+                    profile,
+                    &rootfs_out.kernel_version,
+                )?;
                 harden::check_audit(&problems, "the root filesystem in disk.qcow2")
             },
         )?;
@@ -588,9 +622,20 @@ fn update_lock(
     }
 }
 
-/// Reads the erofs root back out of `qcow2` (into `work`), extracts it with fsck.erofs and audits
-/// the extracted tree; returns the problems found.
+/// Reads the erofs root of a base image back out of `qcow2` (into `work`), extracts it with
+/// fsck.erofs and audits the extracted tree; returns the problems found.
 pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
+    audit_qcow2_for(qcow2, work, cvm_core::model::Profile::Base, "")
+}
+
+/// [`audit_qcow2`] for `profile`; the gpu profile's NVIDIA modules must be present, signed and
+/// built for `kernel_release`.
+pub fn audit_qcow2_for(
+    qcow2: &Path,
+    work: &Path,
+    profile: cvm_core::model::Profile,
+    kernel_release: &str,
+) -> Result<Vec<String>> {
     let raw = work.join("disk.raw");
     Cmd::new("qemu-img")
         .args(["convert", "-f", "qcow2", "-O", "raw"])
@@ -610,7 +655,10 @@ pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
         .arg(&erofs)
         .run()
         .context("extracting the erofs root for the audit")?;
-    let problems = harden::audit_tree(&tree)?;
+    let mut problems = harden::audit_tree_for(&tree, profile)?;
+    if profile == cvm_core::model::Profile::Gpu {
+        problems.extend(gpu::audit_modules(&tree, kernel_release)?);
+    }
     fs::remove_dir_all(&tree)?;
     fs::remove_file(&erofs)?;
     Ok(problems)

@@ -201,6 +201,8 @@ pub struct RootfsInputs<'a> {
     pub offline_repo: Option<&'a Path>,
     /// The distribution to take the packages from ([`Distro::Ubuntu`] for every product build).
     pub distro: &'a Distro,
+    /// Files the model adds ([`super::overlay`]): the profile's, vendor artifacts, RIM store.
+    pub extra_files: &'a [super::overlay::OverlayFile],
 }
 
 /// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
@@ -208,7 +210,12 @@ pub struct RootfsInputs<'a> {
 pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
     let distro = inputs.distro;
     let suite = distro.suite(model);
-    let components = distro.components(model);
+    let gpu = model.guest.profile == cvm_core::model::Profile::Gpu;
+    // The gpu profile's signed NVIDIA modules and driver live in Ubuntu's restricted component.
+    let components = match (distro, gpu) {
+        (Distro::Ubuntu, true) => "main,restricted,universe",
+        _ => distro.components(model),
+    };
     distro.check_firmware()?;
     let build_packages: Vec<&str> = distro.build_files().iter().map(|f| f.0).collect();
     let early = stage.join("early");
@@ -235,6 +242,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         )?;
     }
     write_overlay(&overlay, inputs.cvm_status)?;
+    super::overlay::write(inputs.extra_files, &overlay)?;
     fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
     include.extend(distro.extra_packages().iter().map(|s| s.to_string()));
@@ -286,6 +294,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 format!("--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
             ]
         }).into_iter().flatten())
+        .args(gpu.then(|| {
+            format!(
+                "--customize-hook={}",
+                super::gpu::install_hook(&model.guest.gpu.driver)
+            )
+        }))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)
@@ -322,13 +336,25 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             result = command.run();
         }
     }
-    result.map_err(|err| explain_mmdebstrap(err, suite, distro.keyring(model)))?;
+    result.map_err(|err| {
+        let text = format!("{err:#}");
+        match gpu
+            .then(|| super::gpu::explain_unmet(&text, &model.guest.gpu.driver))
+            .flatten()
+        {
+            Some(why) => err.context(why),
+            None => explain_mmdebstrap(err, suite, distro.keyring(model)),
+        }
+    })?;
 
     let modules = tree.join("usr/lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&modules)
         .with_context(|| format!("reading {}", modules.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        // A kernel is a module tree with its image in /boot (maintainer scripts of add-on
+        // module packages can leave other directories there).
+        .filter(|version| tree.join(format!("boot/vmlinuz-{version}")).exists())
         .collect();
     versions.sort();
     let [kernel_version] = versions.as_slice() else {
@@ -469,7 +495,10 @@ pub fn is_signature_failure(text: &str) -> bool {
 
 /// True when a failed mmdebstrap must not be retried: a signature failure or a full disk.
 pub fn is_final_failure(text: &str) -> bool {
-    is_signature_failure(text) || text.contains("No space left")
+    is_signature_failure(text)
+        || text.contains("No space left")
+        // The archive cannot satisfy the package set (the gpu profile's modules and driver).
+        || text.contains("unmet dependencies")
 }
 
 fn explain_mmdebstrap(err: anyhow::Error, suite: &str, keyring: Option<&str>) -> anyhow::Error {

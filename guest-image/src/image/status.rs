@@ -18,7 +18,8 @@ pub struct CvmStatus {
     pub verity: String,
     /// Units systemd lists as failed.
     pub failed_units: Vec<String>,
-    /// `n/a` without an NVIDIA GPU, else `on` or `off`.
+    /// `n/a` without an NVIDIA GPU, else `on` or `off`, or `error: …` when the driver or
+    /// nvidia-smi cannot tell.
     pub gpu_cc: String,
     /// The launch measurement from the TEE's report (hex), null without a TEE.
     pub measurement: Option<String>,

@@ -519,6 +519,7 @@ fn rootfs_from_local_mirror(built: &Built, test: &str, sign: bool) -> (String, O
             deb_cache: &work.path().join("debs"),
             offline_repo: None,
             distro: &distro,
+            extra_files: &[],
         },
         &stage,
     )

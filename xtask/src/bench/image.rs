@@ -27,7 +27,15 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
         lock_only: false,
         distro: image::Distro::Ubuntu,
     };
-    let bench = image::bench::run(&model, options, &work)?;
+    let gpu_lock = project_root().join(format!(
+        "target/cvm/{}-gpu.packages.lock",
+        model.model.deployment.name
+    ));
+    let gpu_options = |out| image::BuildOptions {
+        lock_path: gpu_lock.clone(),
+        ..options(out, false)
+    };
+    let bench = image::bench::run(&model, options, gpu_options, &work)?;
     eprintln!("{}", image::bench::table(&bench));
     print_json(&bench)?;
     Ok(ExitCode::SUCCESS)

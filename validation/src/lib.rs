@@ -9,6 +9,7 @@
 
 pub mod artifacts;
 pub mod attest;
+pub mod egress;
 pub mod endpoint;
 pub mod firmware;
 pub mod guest;
@@ -18,3 +19,4 @@ pub mod node_facts;
 pub mod profile;
 pub mod report;
 pub mod stages;
+pub mod telemetry;

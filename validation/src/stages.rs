@@ -4,7 +4,7 @@
 //!
 //! Stages whose module has not landed in this build report `skip` with the exact reason, never
 //! `pass`. Plugging a module in means replacing the body of one stage function: guest boot and
-//! launch in [`launch`], launch rendering in [`egress`]. The facts stage reads one host-setup facts
+//! launch in [`launch`]. The facts stage reads one host-setup facts
 //! bundle for both the profile rows ([`facts`]) and host-setup's full preflight registry
 //! ([`preflight`]). Validation never changes the host.
 
@@ -340,37 +340,24 @@ pub fn endpoint_stage(context: &Context, launched: &Launched) -> CheckResult {
     }
 }
 
-/// Stage 8: `e2e.egress`. Seam: it reads the rendered launch script's network and the image's
-/// firewall rules, neither of which exists in this build.
+/// Stage 8: `e2e.egress`: the rendered launch script's network and the image's egress firewall
+/// against the model's outbound endpoints.
 pub fn egress(context: &Context) -> CheckResult {
-    let allowed = &context.model.model.launch.network.egress;
-    check(
-        "e2e.egress",
-        "the CVM may reach exactly the model's outbound endpoints",
-        Status::Skip,
-        format!(
-            "egress not checked: launch rendering and the guest firewall are not implemented in this build (the model allows {})",
-            if allowed.is_empty() { "no outbound endpoint".to_owned() } else { allowed.join(", ") }
-        ),
-        "",
-    )
+    crate::egress::check(&context.model, &context.artifacts)
 }
 
-/// Stage 9: `e2e.telemetry`. Seam: the guest's structured telemetry lines are not defined in this
-/// build.
+/// Stage 9: `e2e.telemetry`: the guest's `CVM-EVENT` lines in the run's serial log.
 pub fn telemetry(_context: &Context, launched: &Launched) -> CheckResult {
-    let reason = if launched.run.is_none() {
-        launched.why_no_run.clone()
-    } else {
-        "telemetry not checked: the guest's structured telemetry lines are not implemented in this build".to_owned()
-    };
-    check(
-        "e2e.telemetry",
-        "operator telemetry lines on the serial log, without sensitive payloads",
-        Status::Skip,
-        reason,
-        "",
-    )
+    match &launched.run {
+        Some(run) => crate::telemetry::check(&run.serial_log),
+        None => check(
+            crate::telemetry::ID,
+            crate::telemetry::TITLE,
+            Status::Skip,
+            launched.why_no_run.clone(),
+            "",
+        ),
+    }
 }
 
 /// What the guest checks compare against.

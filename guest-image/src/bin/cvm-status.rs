@@ -1,16 +1,21 @@
 //! `cvm-status`: runs in the guest once boot completes and prints one `CVM-STATUS {json}` line
 //! (DESIGN.md §5) on its stdout, which its unit connects to the first serial port. The guest has no
 //! shell, so this small static binary does the whole report. With `--failure` (run by the emergency
-//! and rescue units) it reports `ready: false` and exits non-zero.
+//! and rescue units) it reports `ready: false` and exits non-zero. Before the readiness line it
+//! prints the boot's operator telemetry events (`CVM-EVENT {json}`, see
+//! `guest_image::image::telemetry`).
 
 use std::{fs, path::Path, process::ExitCode};
 
 use cvm_core::cmd::Cmd;
-use guest_image::image::status::CvmStatus;
+use guest_image::image::{status::CvmStatus, telemetry::CvmEvent};
 
 fn main() -> ExitCode {
     let failure = std::env::args().any(|arg| arg == "--failure");
     let status = collect(failure);
+    for event in events(&status) {
+        println!("{}", event.to_line());
+    }
     println!("{}", status.to_line());
     if status.ready {
         ExitCode::SUCCESS
@@ -115,4 +120,63 @@ fn measurement(tee: &str) -> Option<String> {
     let _ = fs::remove_dir(dir);
     let offset = if tee == "sev-snp" { 0x90 } else { 184 };
     blob.get(offset..offset + 48).map(hex::encode)
+}
+
+/// Seconds since boot, from /proc/uptime.
+fn uptime() -> f64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The boot's telemetry events. Signals whose agents this image does not carry (certificate
+/// issuance, key-manager access) are reported as `not-configured`, never as success.
+fn events(status: &CvmStatus) -> Vec<CvmEvent> {
+    let now = uptime();
+    // is-system-running exits non-zero for every state but `running` (`starting` while this unit's
+    // own job runs, `degraded`); its stdout names the state either way.
+    let system_state = Cmd::new("/usr/bin/systemctl")
+        .arg("is-system-running")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|err| format!("unknown ({err})"));
+    let heartbeat = match (&status.tee[..], &status.measurement) {
+        ("none", _) => CvmEvent::new("attestation-heartbeat", now, "unavailable").with(
+            "reason",
+            "no TEE in this boot: there is no report to attest",
+        ),
+        (tee, Some(measurement)) => CvmEvent::new("attestation-heartbeat", now, "ok")
+            .with("tee", tee)
+            .with("measurement", measurement.as_str()),
+        (tee, None) => CvmEvent::new("attestation-heartbeat", now, "failed")
+            .with("tee", tee)
+            .with(
+                "reason",
+                "the TEE report could not be read through configfs-tsm",
+            ),
+    };
+    vec![
+        CvmEvent::new("startup", now, if status.ready { "ok" } else { "failed" })
+            .with("kernel", status.kernel.as_str())
+            .with("verity", status.verity.as_str())
+            .with("tee", status.tee.as_str()),
+        CvmEvent::new(
+            "service-health",
+            now,
+            if status.failed_units.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            },
+        )
+        .with("system_state", system_state)
+        .with("failed_units", status.failed_units.clone())
+        .with("gpu_cc", status.gpu_cc.as_str()),
+        heartbeat,
+        CvmEvent::new("cert-issuance", now, "not-configured")
+            .with("reason", "this image carries no certificate-issuance agent"),
+        CvmEvent::new("dsm-access", now, "not-configured")
+            .with("reason", "this image carries no key-release agent"),
+    ]
 }

@@ -20,6 +20,7 @@ pub mod overlay;
 pub mod root_image;
 pub mod rootfs;
 pub mod status;
+pub mod telemetry;
 pub mod uki;
 
 #[cfg(test)]
@@ -622,20 +623,9 @@ fn update_lock(
     }
 }
 
-/// Reads the erofs root of a base image back out of `qcow2` (into `work`), extracts it with
-/// fsck.erofs and audits the extracted tree; returns the problems found.
-pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
-    audit_qcow2_for(qcow2, work, cvm_core::model::Profile::Base, "")
-}
-
-/// [`audit_qcow2`] for `profile`; the gpu profile's NVIDIA modules must be present, signed and
-/// built for `kernel_release`.
-pub fn audit_qcow2_for(
-    qcow2: &Path,
-    work: &Path,
-    profile: cvm_core::model::Profile,
-    kernel_release: &str,
-) -> Result<Vec<String>> {
+/// Reads the erofs root partition of `qcow2` back out (into `work/root.erofs`) and extracts it with
+/// fsck.erofs into `work/extracted`; returns (the tree, the erofs file). The caller removes both.
+pub fn extract_root(qcow2: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
     let raw = work.join("disk.raw");
     Cmd::new("qemu-img")
         .args(["convert", "-f", "qcow2", "-O", "raw"])
@@ -655,6 +645,24 @@ pub fn audit_qcow2_for(
         .arg(&erofs)
         .run()
         .context("extracting the erofs root for the audit")?;
+    Ok((tree, erofs))
+}
+
+/// Reads the erofs root of a base image back out of `qcow2` (into `work`), extracts it with
+/// fsck.erofs and audits the extracted tree; returns the problems found.
+pub fn audit_qcow2(qcow2: &Path, work: &Path) -> Result<Vec<String>> {
+    audit_qcow2_for(qcow2, work, cvm_core::model::Profile::Base, "")
+}
+
+/// [`audit_qcow2`] for `profile`; the gpu profile's NVIDIA modules must be present, signed and
+/// built for `kernel_release`.
+pub fn audit_qcow2_for(
+    qcow2: &Path,
+    work: &Path,
+    profile: cvm_core::model::Profile,
+    kernel_release: &str,
+) -> Result<Vec<String>> {
+    let (tree, erofs) = extract_root(qcow2, work)?;
     let mut problems = harden::audit_tree_for(&tree, profile)?;
     if profile == cvm_core::model::Profile::Gpu {
         problems.extend(gpu::audit_modules(&tree, kernel_release)?);

@@ -95,6 +95,10 @@ fn emulated_run_over_a_passing_bundle() {
         "measurement not recomputed: cannot read {}: No such file or directory (os error 2)",
         artifacts.join("measurements.json").display()
     );
+    let no_script = format!(
+        "egress not checked: {} is missing; run cargo xtask launch render",
+        artifacts.join("launch-snp.sh").display()
+    );
     check(
         &context,
         &[
@@ -106,9 +110,17 @@ fn emulated_run_over_a_passing_bundle() {
             ("e2e.guest-tee", Skip, &no_run),
             ("e2e.gpu-cc-ready", Skip, &no_run),
             ("e2e.measurement-match", Skip, &no_run),
-            ("e2e.key-release", Skip, "key release not configured: the model has no [attestation] section"),
-            ("e2e.endpoint-https", Skip, "endpoint not checked: no CA configured"),
-            ("e2e.egress", Skip, "egress not checked: launch rendering and the guest firewall are not implemented in this build (the model allows no outbound endpoint)"),
+            (
+                "e2e.key-release",
+                Skip,
+                "key release not configured: the model has no [attestation] section",
+            ),
+            (
+                "e2e.endpoint-https",
+                Skip,
+                "endpoint not checked: no CA configured",
+            ),
+            ("e2e.egress", Skip, &no_script),
             ("e2e.telemetry", Skip, &no_run),
         ],
     );

@@ -643,6 +643,8 @@ fn validate_emulate_boots_the_built_image() {
         ("e2e.guest-ready", "pass"),
         ("e2e.guest-tee", "skip"),
         ("e2e.measurement-match", "skip"),
+        ("e2e.egress", "pass"),
+        ("e2e.telemetry", "pass"),
     ] {
         assert_eq!(status_in(&statuses, id), expected, "{id}: {context}");
     }

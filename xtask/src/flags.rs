@@ -375,6 +375,10 @@ pub struct HostCollectArgs {
     /// Seconds to wait for each Redfish request.
     #[arg(long, value_name = "SECS", default_value_t = 20, requires = "redfish")]
     pub redfish_timeout: u64,
+    /// Also record whether this host path exists (repeatable), e.g. a node profile's OVMF file
+    /// (`--marker /usr/share/ovmf/OVMF.amdsev.fd`) for `validate`'s `<profile>.ovmf` row.
+    #[arg(long, value_name = "PATH")]
+    pub marker: Vec<String>,
 }
 
 /// `host check`.

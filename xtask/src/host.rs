@@ -33,6 +33,7 @@ fn collect(args: HostCollectArgs) -> Result<ExitCode> {
         }),
         None => None,
     };
+    facts::check_markers(&args.marker)?;
     eprintln!(
         "{:>12} host facts into {}",
         "Collecting",
@@ -40,6 +41,7 @@ fn collect(args: HostCollectArgs) -> Result<ExitCode> {
     );
     let meta = facts::collect(&CollectOptions {
         redfish,
+        markers: args.marker.clone(),
         ..CollectOptions::live(&args.out)
     })?;
     eprintln!(

@@ -96,6 +96,23 @@ struct Collector {
     meta: Meta,
 }
 
+/// Refuses a marker path that is not absolute or climbs with `..` (bad input).
+pub fn check_markers(markers: &[String]) -> Result<()> {
+    for marker in markers {
+        let path = std::path::Path::new(marker);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|part| matches!(part, std::path::Component::ParentDir))
+        {
+            return Err(cvm_core::error::bad_input(format!(
+                "marker path {marker:?} is not an absolute path without `..`; give the host path to record"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Collects the facts bundle; returns its `facts.json` contents.
 pub fn collect(options: &CollectOptions) -> Result<Meta> {
     // A bad BMC URL is bad input: reject it before anything is written.
@@ -108,18 +125,7 @@ pub fn collect(options: &CollectOptions) -> Result<Meta> {
         )?),
         None => None,
     };
-    for marker in &options.markers {
-        let path = std::path::Path::new(marker);
-        if !path.is_absolute()
-            || path
-                .components()
-                .any(|part| matches!(part, std::path::Component::ParentDir))
-        {
-            return Err(cvm_core::error::bad_input(format!(
-                "marker path {marker:?} is not an absolute path without `..`; give the host path to record"
-            )));
-        }
-    }
+    check_markers(&options.markers)?;
     if options.out.exists()
         && fs::read_dir(&options.out)
             .with_context(|| format!("reading {}", options.out.display()))?

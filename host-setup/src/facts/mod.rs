@@ -19,7 +19,7 @@ use anyhow::Result;
 use cvm_core::error::bad_input;
 use serde::{Deserialize, Serialize};
 
-pub use collect::{collect, CollectOptions, Redfish};
+pub use collect::{check_markers, collect, CollectOptions, Redfish};
 
 /// The name of the bundle's index file.
 pub const FACTS_JSON: &str = "facts.json";

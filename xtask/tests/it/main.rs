@@ -473,8 +473,19 @@ fn host_collect_writes_a_bundle_of_this_machine() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("facts");
+    // --marker records whether extra host paths exist: one that does, one that does not.
+    let absent = dir.path().join("no-such-ovmf.fd");
     check(
-        &["host", "collect", "--out", path_str(&out)],
+        &[
+            "host",
+            "collect",
+            "--out",
+            path_str(&out),
+            "--marker",
+            "/proc/cpuinfo",
+            "--marker",
+            path_str(&absent),
+        ],
         Expect::Exit(0, Vec::new()),
     );
     let bundle = host_setup::facts::Bundle::open(&out).expect("the collected bundle opens");
@@ -482,6 +493,25 @@ fn host_collect_writes_a_bundle_of_this_machine() {
     assert!(
         bundle.root_file("/proc/cpuinfo").present().is_some(),
         "/proc/cpuinfo is always readable"
+    );
+    assert!(bundle.root_exists("/proc/cpuinfo").present().is_some());
+    assert!(
+        matches!(
+            bundle.root_exists(path_str(&absent)),
+            host_setup::facts::Fact::Absent
+        ),
+        "an absent marker path is recorded as absent, not as not collected"
+    );
+    check(
+        &[
+            "host",
+            "collect",
+            "--out",
+            path_str(&dir.path().join("again")),
+            "--marker",
+            "relative/x",
+        ],
+        Expect::BadInput("relative/x"),
     );
 }
 

@@ -31,6 +31,7 @@ pub fn run(command: AttestCommand) -> Result<ExitCode> {
                 dry_run: args.dry_run,
                 json: args.json,
                 settings,
+                rtmrs: validation::attest::reference::parse_operator_rtmrs(&args.rtmr)?,
             };
             run::register(&options, Env::Process, &mut stdout, &mut stderr)?;
             Ok(ExitCode::SUCCESS)

@@ -456,6 +456,11 @@ pub struct AttestRegisterArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// TDX: an RTMR captured from a running TD of this build on the target host (repeatable,
+    /// N in 0..3, 96 hex digits). CCM needs RTMR0..3; cvm-stack predicts none of them reliably
+    /// (RTMR0 covers the host's ACPI tables), so they come from the operator.
+    #[arg(long, value_name = "N=HEX")]
+    pub rtmr: Vec<String>,
     /// Environment variable holding the CCM login as EMAIL:PASSWORD (never the value itself).
     #[arg(long, value_name = "NAME", default_value = validation::attest::DEFAULT_CCM_CREDENTIALS_ENV)]
     pub ccm_credentials_env: String,

@@ -271,7 +271,7 @@ impl AttestationProvider for Fortanix {
                     .collect();
                 if !missing.is_empty() {
                     bail!(
-                        "{}: has no {}; CCM's baremetal_tdx image needs mrtd and rtmr0..rtmr3, and this build does not record them all",
+                        "{}: has no {}; CCM's baremetal_tdx image needs mrtd and rtmr0..rtmr3: capture the missing ones from a running TD of this build on the target host and pass them with --rtmr N=HEX",
                         values.source.display(),
                         missing.join(", ")
                     );

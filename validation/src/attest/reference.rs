@@ -213,3 +213,58 @@ pub fn parse(text: &str, path: &Path, tee: Tee, gpu_attestation: bool) -> Result
     }
     Ok(values)
 }
+
+/// RTMR values an operator captured from a running TD (`--rtmr N=HEX`): index → lowercase hex.
+pub type OperatorRtmrs = [Option<String>; 4];
+
+/// Parses `--rtmr N=HEX` values: N is 0..=3, HEX 96 hex digits, each index once (bad input
+/// otherwise, naming the flag value).
+pub fn parse_operator_rtmrs(values: &[String]) -> Result<OperatorRtmrs> {
+    let mut rtmrs: OperatorRtmrs = Default::default();
+    for value in values {
+        let fail = |why: &str| {
+            bad_input(format!(
+                "--rtmr {value}: {why}; give N=HEX with N in 0..3 and the 96 hex digits read from a running TD's quote or event log"
+            ))
+        };
+        let (index, hex) = value.split_once('=').ok_or_else(|| fail("no `=`"))?;
+        let index: usize = index
+            .trim()
+            .parse()
+            .ok()
+            .filter(|index| *index < 4)
+            .ok_or_else(|| fail("the index is not 0, 1, 2 or 3"))?;
+        let hex = hex.trim().to_ascii_lowercase();
+        if hex.len() != DIGEST_HEX_LEN || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(fail(&format!(
+                "the value is not {DIGEST_HEX_LEN} hex digits"
+            )));
+        }
+        if rtmrs[index].replace(hex).is_some() {
+            return Err(fail("this RTMR is given twice"));
+        }
+    }
+    Ok(rtmrs)
+}
+
+impl ReferenceValues {
+    /// Puts the operator's RTMRs over the build's; returns which indexes the operator supplied.
+    /// Refused for SEV-SNP, which has no RTMRs.
+    pub fn apply_operator_rtmrs(&mut self, rtmrs: OperatorRtmrs) -> Result<Vec<usize>> {
+        let given: Vec<usize> = (0..4).filter(|index| rtmrs[*index].is_some()).collect();
+        if given.is_empty() {
+            return Ok(given);
+        }
+        let Some(tdx) = self.tdx.as_mut() else {
+            return Err(bad_input(
+                "--rtmr is for TDX builds; SEV-SNP has no RTMRs (its launch digest covers the boot)",
+            ));
+        };
+        for (index, value) in rtmrs.into_iter().enumerate() {
+            if let Some(value) = value {
+                tdx.rtmr[index] = Some(value);
+            }
+        }
+        Ok(given)
+    }
+}

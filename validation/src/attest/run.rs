@@ -22,6 +22,8 @@ pub struct RegisterOptions<'a> {
     pub json: bool,
     /// How to reach the service.
     pub settings: Settings,
+    /// RTMRs the operator captured from a running TD (`--rtmr N=HEX`), over the build's.
+    pub rtmrs: reference::OperatorRtmrs,
 }
 
 /// Options of `attest check`.
@@ -45,7 +47,22 @@ pub fn register(
     let model = options.model;
     // The provider first: a model without [attestation] is the first thing to fix.
     let provider = provider(&model.model, &model.source_name(), &options.settings, env)?;
-    let values = reference::load(options.artifacts, &model.model)?;
+    let mut values = reference::load(options.artifacts, &model.model)?;
+    let supplied = values.apply_operator_rtmrs(options.rtmrs.clone())?;
+    if !supplied.is_empty() {
+        // Say which values are the build's prediction and which the operator's capture.
+        let names: Vec<String> = supplied
+            .iter()
+            .map(|index| format!("rtmr{index}"))
+            .collect();
+        writeln!(
+            err,
+            "{:>12} {} from --rtmr (captured by the operator, not predicted); mrtd from {}",
+            "Using",
+            names.join(", "),
+            values.source.display()
+        )?;
+    }
     let request = provider.registration_request(&values)?;
     let body = serde_json::to_string_pretty(&request.body)?;
     // The request is shown before anything is sent: as data in the plain output, as progress

@@ -346,22 +346,33 @@ fn run_command(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) 
     } = prepare(scenario, port, ca_pem, timeout);
     let json = scenario.flags.iter().any(|flag| flag == "--json");
     let dry_run = scenario.flags.iter().any(|flag| flag == "--dry-run");
+    // `--rtmr=N=HEX` flags, as `attest register --rtmr N=HEX` takes them.
+    let rtmr_flags: Vec<String> = scenario
+        .flags
+        .iter()
+        .filter_map(|flag| flag.strip_prefix("--rtmr="))
+        .map(str::to_owned)
+        .collect();
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let result = match scenario.command.as_str() {
-        "register" => run::register(
-            &RegisterOptions {
-                model: &model,
-                artifacts: &artifacts,
-                dry_run,
-                json,
-                settings,
-            },
-            env,
-            &mut stdout,
-            &mut stderr,
-        )
-        .map(|()| 0),
+        "register" => reference::parse_operator_rtmrs(&rtmr_flags)
+            .and_then(|rtmrs| {
+                run::register(
+                    &RegisterOptions {
+                        model: &model,
+                        artifacts: &artifacts,
+                        dry_run,
+                        json,
+                        settings,
+                        rtmrs,
+                    },
+                    env,
+                    &mut stdout,
+                    &mut stderr,
+                )
+            })
+            .map(|()| 0),
         "check" => run::check(
             &CheckOptions {
                 model: &model,
@@ -583,6 +594,16 @@ fn register_no_measurements() {
 #[test]
 fn register_tdx_incomplete() {
     check("register-tdx-incomplete");
+}
+
+#[test]
+fn register_tdx_operator_rtmrs() {
+    check("register-tdx-operator-rtmrs");
+}
+
+#[test]
+fn register_tdx_bad_rtmr() {
+    check("register-tdx-bad-rtmr");
 }
 
 #[test]

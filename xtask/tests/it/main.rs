@@ -779,21 +779,8 @@ fn attest_register_dry_run_sends_nothing() {
         artifacts.join("measurements.json"),
     )
     .unwrap();
-    // The example leaves app-id to the operator (their CCM application's id); the test names one.
-    let example = std::fs::read_to_string(root().join("examples/xe7745-snp.toml")).unwrap();
-    assert!(
-        example.contains("[attestation]\n"),
-        "the example has no [attestation]"
-    );
-    let model = dir.path().join("cvm.toml");
-    std::fs::write(
-        &model,
-        example.replace(
-            "[attestation]\n",
-            "[attestation]\napp-id = \"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\"\n",
-        ),
-    )
-    .unwrap();
+    // The example as shipped: its app-id placeholder is what the operator replaces.
+    let model = root().join("examples/xe7745-snp.toml");
     // No CCM credentials and no reachable service: a dry run must not need either.
     check(
         &[
@@ -811,7 +798,9 @@ fn attest_register_dry_run_sends_nothing() {
             0,
             vec![
                 "POST https://ccm.fortanix.com/v1/builds".to_owned(),
+                "\"app_id\": \"00000000-0000-4000-8000-000000000000\"".to_owned(),
                 "\"measurement\": \"3c6f1b8e2d4a59c70e1f2a3b4c5d6e7f".to_owned(),
+                "Dry run: nothing was sent.".to_owned(),
             ],
         ),
     );

@@ -539,6 +539,10 @@ pub struct Attestation {
     /// CCM application id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
+    /// CCM account to select after login (a login that belongs to several accounts); unset: the
+    /// login's default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ccm_account_id: Option<String>,
     /// DSM security object (the model key) name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
@@ -555,6 +559,16 @@ pub struct Attestation {
 
 fn default_api_key_env() -> String {
     "FORTANIX_API_KEY".to_owned()
+}
+
+/// True for a UUID in its 8-4-4-4-12 hex form.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `attestation.provider`.
@@ -813,6 +827,11 @@ impl Model {
                     if !is_url(value, &["https", "http"]) && !value.starts_with("file://") {
                         return problem(key, format!("{value:?} is not a URL; give an https:// service URL or a file:// directory for air-gapped sites"));
                     }
+                }
+            }
+            if let Some(account) = &attestation.ccm_account_id {
+                if !is_uuid(account) {
+                    return problem("attestation.ccm-account-id", format!("{account:?} is not a CCM account id; copy the account's UUID from CCM (Accounts), e.g. \"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\""));
                 }
             }
             let env = &attestation.api_key_env;

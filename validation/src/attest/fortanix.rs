@@ -4,7 +4,9 @@
 //! Calls (shapes from Fortanix's public API documentation; see
 //! validation/tests/data/attest/README.md):
 //! - CCM: `POST /v1/sys/auth` with HTTP Basic (the login from the variable
-//!   `Settings::ccm_credentials_env`) gives `access_token`; `POST /v1/builds` with
+//!   `Settings::ccm_credentials_env`) gives `access_token`; with `attestation.ccm-account-id`,
+//!   `POST /v1/sys/session/select_account/{id}` scopes the session to that account;
+//!   `POST /v1/builds` with
 //!   `{"app_id", "attributes": {"baremetal_amd_sev_snp": {"measurement", "vmpl",
 //!   "coprocessors"}}}` (or `baremetal_tdx` with `mrtd`, `rtmr0`..`rtmr3`) creates an image in
 //!   status PENDING, to be approved (WHITELISTED) in CCM.
@@ -39,6 +41,7 @@ pub struct Fortanix {
     ccm_url: String,
     dsm_url: String,
     app_id: Option<String>,
+    account_id: Option<String>,
     key_name: Option<String>,
     api_key_env: String,
     ccm_credentials_env: String,
@@ -91,6 +94,7 @@ impl Fortanix {
             ccm_url: attestation.ccm_url.trim_end_matches('/').to_owned(),
             dsm_url: attestation.dsm_url.trim_end_matches('/').to_owned(),
             app_id: attestation.app_id.clone(),
+            account_id: attestation.ccm_account_id.clone(),
             key_name: attestation.key_name.clone(),
             api_key_env: attestation.api_key_env.clone(),
             ccm_credentials_env: settings.ccm_credentials_env.clone(),
@@ -129,7 +133,11 @@ impl Fortanix {
                 let auth: CcmAuthResponse = serde_json::from_str(&response.body).map_err(|_| {
                     anyhow!("logging in to CCM (POST {url}): the answer has no access_token")
                 })?;
-                Ok(Secret::new(format!("Bearer {}", auth.access_token)))
+                let session = Secret::new(format!("Bearer {}", auth.access_token));
+                if let Some(account) = &self.account_id {
+                    self.ccm_select_account(client, &session, account, &secrets)?;
+                }
+                Ok(session)
             }
             401 | 403 => bail!(
                 "CCM refused the login in {} (HTTP {}: {}); check the email and password",
@@ -139,6 +147,35 @@ impl Fortanix {
             ),
             status => bail!(
                 "logging in to CCM (POST {url}): HTTP {status}: {}",
+                error_text(&response.body, &secrets)
+            ),
+        }
+    }
+
+    /// Scopes a fresh CCM session to `account` (`POST /v1/sys/session/select_account/{id}`).
+    fn ccm_select_account(
+        &self,
+        client: &Client,
+        session: &Secret,
+        account: &str,
+        secrets: &[&Secret],
+    ) -> Result<()> {
+        let url = format!("{}/v1/sys/session/select_account/{account}", self.ccm_url);
+        let response = client
+            .send("POST", &url, session, None, Body::Read)
+            .with_context(|| format!("selecting the CCM account (POST {url})"))?;
+        let mut secrets = secrets.to_vec();
+        secrets.push(session);
+        match response.status {
+            200 | 204 => Ok(()),
+            403 | 404 => Err(bad_input(format!(
+                "{}: CCM has no account {account} this login may select (HTTP {}: {}); set attestation.ccm-account-id to an account id from CCM (Accounts), or remove it to use the login's default account",
+                self.source,
+                response.status,
+                error_text(&response.body, &secrets)
+            ))),
+            status => bail!(
+                "selecting the CCM account (POST {url}): HTTP {status}: {}",
                 error_text(&response.body, &secrets)
             ),
         }

@@ -602,6 +602,16 @@ fn register_tdx_operator_rtmrs() {
 }
 
 #[test]
+fn register_snp_account() {
+    check("register-snp-account");
+}
+
+#[test]
+fn register_unknown_account() {
+    check("register-unknown-account");
+}
+
+#[test]
 fn register_tdx_bad_rtmr() {
     check("register-tdx-bad-rtmr");
 }

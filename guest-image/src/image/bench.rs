@@ -97,6 +97,7 @@ pub fn run(
     let mut bare = Cmd::new("mmdebstrap")
         .args(["--mode=root", "--variant=apt", "--skip=essential/unlink"])
         .arg(format!("--include={}", include.join(",")))
+        .arg("--setup-hook=mkdir -p \"$1/var/cache/apt/archives\"")
         .arg(format!(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",
             cvm_core::cmd::shell_quote(&deb_cache.to_string_lossy())

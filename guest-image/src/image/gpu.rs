@@ -70,7 +70,7 @@ pub fn install_hook(driver: &str) -> String {
     format!(
         "set -e; kver=$(ls \"$1/usr/lib/modules\"); \
          APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y --no-install-recommends {packages} >&2; \
-         chroot \"$1\" apt-get install -y --no-install-recommends {packages} >&2"
+         chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends {packages} >&2"
     )
 }
 

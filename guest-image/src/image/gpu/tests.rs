@@ -45,7 +45,12 @@ fn package_names_follow_the_driver_branch_and_the_kernel_release() {
     );
     assert!(hook.contains("--no-install-recommends"), "{hook}");
     // The host's apt only downloads; dpkg runs in the chroot, never on the host's root.
-    let (outside, inside) = hook.split_once("; chroot \"$1\" apt-get install").unwrap();
+    // (Inside, with the downloaded packages only: offline builds have no archive there.)
+    let (outside, inside) = hook
+        .split_once(
+            "; chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download",
+        )
+        .unwrap();
     assert!(outside.contains("MMDEBSTRAP_APT_CONFIG"), "{hook}");
     assert!(outside.contains("--download-only"), "{hook}");
     assert!(!inside.contains("MMDEBSTRAP_APT_CONFIG"), "{hook}");

@@ -94,10 +94,37 @@ fn event_leaks(value: &Value, path: &str, leaks: &mut Vec<String>) {
     }
 }
 
+/// Unmistakable secret material (PEM blocks, private keys, bearer tokens) on serial lines that are
+/// not `CVM-EVENT` lines: any guest program may write to the console. The hex and base64 rules stay
+/// on the events only, since kernel lines carry public hashes and ids.
+pub fn console_leaks(serial_log: &str) -> Vec<String> {
+    serial_log
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.contains(telemetry::PREFIX))
+        .filter_map(|(index, line)| {
+            let upper = line.to_ascii_uppercase();
+            let why = if upper.contains("PRIVATE KEY") {
+                "private key material"
+            } else if upper.contains("-----BEGIN") {
+                "a PEM block"
+            } else if upper.contains("BEARER ") {
+                "a bearer token"
+            } else {
+                return None;
+            };
+            Some(format!("serial log line {} holds {why}", index + 1))
+        })
+        .collect()
+}
+
 /// The telemetry check over one boot's serial log.
 pub fn check(serial_log: &str) -> CheckResult {
     let lines = telemetry::events_in_log(serial_log);
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = console_leaks(serial_log)
+        .into_iter()
+        .map(|leak| format!("sensitive payload: {leak}"))
+        .collect();
     let mut seen: Vec<CvmEvent> = Vec::new();
     for (json, parsed) in &lines {
         match parsed {

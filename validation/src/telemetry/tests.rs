@@ -68,6 +68,21 @@ fn leaked_secrets_fail_and_are_named() {
 }
 
 #[test]
+fn a_secret_on_another_console_line_fails() {
+    check_log(
+        "console-leak.log",
+        Status::Fail,
+        &[
+            "serial log line 2 holds a PEM block",
+            "serial log line 3 holds private key material",
+            "serial log line 5 holds a bearer token",
+        ],
+    );
+    // The good boot's own non-event lines carry nothing of the sort.
+    assert!(super::console_leaks(&log("emulated-boot.log")).is_empty());
+}
+
+#[test]
 fn no_events_at_all_fails() {
     check_log(
         "../serial/emulated-ready.log",

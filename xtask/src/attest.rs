@@ -8,7 +8,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use validation::attest::{
     run::{self, CheckOptions, RegisterOptions},
-    Env, Settings,
+    Env, Settings, WorkloadIdentity,
 };
 
 use crate::flags::{AttestCommand, AttestServiceArgs};
@@ -38,10 +38,21 @@ pub fn run(command: AttestCommand) -> Result<ExitCode> {
         }
         AttestCommand::Check(args) => {
             let model = cvm_core::model::load(args.model.config.as_deref())?;
+            let workload = match (&args.workload_cert, &args.workload_key) {
+                (Some(cert), Some(key)) => Some(WorkloadIdentity {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    app_id: args.workload_app_id.clone(),
+                }),
+                _ => None,
+            };
             let options = CheckOptions {
                 model: &model,
                 json: args.json,
-                settings: settings(&args.service),
+                settings: Settings {
+                    workload,
+                    ..settings(&args.service)
+                },
             };
             let restricted = run::check(&options, Env::Process, &mut stdout, &mut stderr)?;
             Ok(if restricted {

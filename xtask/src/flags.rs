@@ -487,6 +487,16 @@ pub struct AttestCheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// The certificate (PEM) CCM issued to a workload of this build: DSM is asked, by mutual
+    /// TLS as that workload, to release the key (the value is discarded unread).
+    #[arg(long, value_name = "FILE", requires = "workload_key")]
+    pub workload_cert: Option<PathBuf>,
+    /// The private key (PEM) of --workload-cert; read, never printed.
+    #[arg(long, value_name = "FILE", requires = "workload_cert")]
+    pub workload_key: Option<PathBuf>,
+    /// The DSM app id the workload certificate authenticates as, when DSM needs it named.
+    #[arg(long, value_name = "UUID", requires = "workload_cert")]
+    pub workload_app_id: Option<String>,
     #[command(flatten)]
     pub service: AttestServiceArgs,
 }

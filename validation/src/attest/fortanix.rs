@@ -33,7 +33,7 @@ use serde_json::json;
 use super::{
     http::{base64, error_text, Body, Client, Response},
     AttestationProvider, Env, ExportProbe, KeyReleaseStatus, PlannedRequest, ReferenceValues,
-    Registration, Secret, Settings,
+    Registration, Secret, Settings, WorkloadIdentity, WorkloadProbe,
 };
 
 /// The Fortanix provider.
@@ -75,6 +75,8 @@ struct DsmAuthResponse {
     #[serde(default)]
     token_type: Option<String>,
     access_token: String,
+    #[serde(default)]
+    entity_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,11 +106,13 @@ impl Fortanix {
         }
     }
 
-    fn client(&self) -> Result<Client> {
+    /// The HTTPS client, presenting `workload`'s certificate when given.
+    fn client(&self, workload: Option<&WorkloadIdentity>) -> Result<Client> {
         Client::new(
             self.settings.ca_file.as_deref(),
             self.settings.timeout,
             self.settings.proxy_from_env,
+            workload,
         )
     }
 
@@ -355,7 +359,7 @@ impl AttestationProvider for Fortanix {
             &self.ccm_credentials_env,
             "your CCM login as EMAIL:PASSWORD",
         )?;
-        let client = self.client()?;
+        let client = self.client(None)?;
         writeln!(progress, "{:>12} to CCM at {}", "Logging in", self.ccm_url)?;
         let relogin = || self.ccm_login(&client, &login);
         let mut session = relogin()?;
@@ -407,98 +411,301 @@ impl AttestationProvider for Fortanix {
                 self.source
             ))
         })?;
-        let api_key = self.secret(
-            &self.api_key_env,
-            "the DSM API key of the app that checks the key",
-        )?;
-        let client = self.client()?;
-        writeln!(progress, "{:>12} to DSM at {}", "Logging in", self.dsm_url)?;
-        let relogin = || self.dsm_login(&client, &api_key);
-        let mut session = relogin()?;
-        writeln!(progress, "{:>12} key {key_name:?}", "Reading")?;
+        let api_key = self.env.secret(&self.api_key_env);
+        let workload = self.settings.workload.as_ref();
+        if api_key.is_none() && workload.is_none() {
+            return Err(bad_input(format!(
+                "environment variable {} is not set and no --workload-cert was given; export {} with the DSM API key of a non-attested app (to show DSM refuses it the key), or pass --workload-cert and --workload-key with a certificate CCM issued to a workload of this build (to show release to it works)",
+                self.api_key_env, self.api_key_env
+            )));
+        }
         let descriptor = json!({ "name": key_name });
+        let mut status = KeyReleaseStatus {
+            key_name: key_name.to_owned(),
+            key_id: None,
+            key_type: None,
+            key_ops: Vec::new(),
+            export_probe: ExportProbe::NoCredential,
+            workload: None,
+            restricted: false,
+            detail: String::new(),
+        };
+        // Whether any session saw the key's metadata.
+        let mut seen = false;
 
+        // The non-attested app: DSM must refuse it the key.
+        if let Some(api_key) = &api_key {
+            let client = self.client(None)?;
+            writeln!(progress, "{:>12} to DSM at {}", "Logging in", self.dsm_url)?;
+            let relogin = || self.dsm_login(&client, api_key);
+            let mut session = relogin()?;
+            let probe = self.probe(
+                &client,
+                &mut session,
+                &relogin,
+                &descriptor,
+                "as a non-attested app (DSM must refuse)",
+                progress,
+            )?;
+            let Some((sobject, export)) = probe.outcome else {
+                return Err(bad_input(format!(
+                    "DSM has no key named {key_name:?} visible to the app of {}; check attestation.key-name and the app's groups",
+                    self.api_key_env
+                )));
+            };
+            status.set_metadata(sobject);
+            seen = true;
+            match export {
+                None => status.export_probe = ExportProbe::NotTried,
+                Some(403) => {
+                    status.export_probe = ExportProbe::Refused;
+                    status.restricted = true;
+                    status.detail = format!(
+                        "{key_name:?} is exportable, and DSM refused to export it to the non-attested API-key app of {} (HTTP 403)",
+                        self.api_key_env
+                    );
+                }
+                Some(200) => {
+                    status.export_probe = ExportProbe::Allowed;
+                    status.detail = format!(
+                        "DSM exported {key_name:?} to the non-attested API-key app of {}: release is not restricted to attested workloads (the value was discarded unread)",
+                        self.api_key_env
+                    );
+                }
+                Some(other) => bail!(
+                    "POST {}/crypto/v1/keys/export: unexpected HTTP {other} to the export probe",
+                    self.dsm_url
+                ),
+            }
+        }
+
+        // The attested workload: DSM must let it use the key.
+        if let Some(workload) = workload {
+            let client = self.client(Some(workload))?;
+            writeln!(
+                progress,
+                "{:>12} to DSM at {} with the workload certificate {}",
+                "Logging in",
+                self.dsm_url,
+                workload.cert.display()
+            )?;
+            let relogin = || self.dsm_workload_login(&client, workload).map(|(s, _)| s);
+            let (mut session, entity_id) = self.dsm_workload_login(&client, workload)?;
+            let probe = self.probe(
+                &client,
+                &mut session,
+                &relogin,
+                &descriptor,
+                "as the attested workload (DSM must release it)",
+                progress,
+            )?;
+            let report = match probe.outcome {
+                None => WorkloadProbe {
+                    entity_id,
+                    export: ExportProbe::NotTried,
+                    usable: false,
+                    detail: format!(
+                        "DSM shows no key named {key_name:?} to the attested workload's app; add that app to the key's group (or check attestation.key-name)"
+                    ),
+                },
+                Some((sobject, export)) => {
+                    if !seen {
+                        status.set_metadata(sobject);
+                        seen = true;
+                    }
+                    match export {
+                        None => WorkloadProbe {
+                            entity_id,
+                            export: ExportProbe::NotTried,
+                            usable: true,
+                            detail: format!(
+                                "the attested workload's app sees {key_name:?} and uses it inside DSM ({})",
+                                status.key_ops.join(", ")
+                            ),
+                        },
+                        Some(200) => WorkloadProbe {
+                            entity_id,
+                            export: ExportProbe::Allowed,
+                            usable: true,
+                            detail: format!(
+                                "DSM released {key_name:?} to the attested workload (HTTP 200; the value was discarded unread)"
+                            ),
+                        },
+                        Some(403) => WorkloadProbe {
+                            entity_id,
+                            export: ExportProbe::Refused,
+                            usable: false,
+                            detail: format!(
+                                "DSM refused to export {key_name:?} to the attested workload (HTTP 403: {}); give the workload's app access through the key's group and its policy",
+                                probe.error_text
+                            ),
+                        },
+                        Some(other) => bail!(
+                            "POST {}/crypto/v1/keys/export: unexpected HTTP {other} to the workload's export",
+                            self.dsm_url
+                        ),
+                    }
+                }
+            };
+            status.workload = Some(report);
+        }
+
+        if status.export_probe == ExportProbe::NotTried {
+            status.restricted = true;
+            status.detail = format!(
+                "{key_name:?} has no EXPORT operation: its value never leaves DSM (workloads use it through wrap/unwrap or decrypt)"
+            );
+        } else if api_key.is_none() {
+            if seen && !status.key_ops.iter().any(|op| op == "EXPORT") {
+                status.export_probe = ExportProbe::NotTried;
+                status.restricted = true;
+                status.detail = format!(
+                    "{key_name:?} has no EXPORT operation: its value never leaves DSM (workloads use it through wrap/unwrap or decrypt)"
+                );
+            } else if seen {
+                status.detail = format!(
+                    "{key_name:?} is exportable and no API key of a non-attested app was given; export {} with one (an app outside the attested workloads) so DSM's refusal can be shown",
+                    self.api_key_env
+                );
+            } else {
+                status.detail = format!(
+                    "no session saw {key_name:?}, so its operations are unknown; export {} with the API key of a non-attested app that sees the key so DSM's refusal can be shown",
+                    self.api_key_env
+                );
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// What one session saw of the key.
+struct Probe {
+    /// The key's metadata and, when it is exportable, the export's HTTP status; `None` when the
+    /// session does not see the key (404).
+    outcome: Option<(Sobject, Option<u16>)>,
+    /// The export answer's error text (redacted), when it was refused.
+    error_text: String,
+}
+
+impl KeyReleaseStatus {
+    fn set_metadata(&mut self, sobject: Sobject) {
+        self.key_id = sobject.kid;
+        self.key_type = sobject.obj_type;
+        self.key_ops = sobject.key_ops;
+    }
+}
+
+impl Fortanix {
+    /// Logs in to DSM with the workload certificate (mutual TLS; the app id, when given, as the
+    /// Basic user with an empty password) and returns the bearer header value and the entity id.
+    fn dsm_workload_login(
+        &self,
+        client: &Client,
+        workload: &WorkloadIdentity,
+    ) -> Result<(Secret, Option<String>)> {
+        let url = format!("{}/sys/v1/session/auth", self.dsm_url);
+        let basic = Secret::new(match &workload.app_id {
+            Some(app_id) => format!("Basic {}", base64(format!("{app_id}:").as_bytes())),
+            None => String::new(),
+        });
+        let response = client
+            .send("POST", &url, &basic, None, Body::Read)
+            .with_context(|| {
+                format!(
+                    "authenticating to DSM with the workload certificate {} (POST {url})",
+                    workload.cert.display()
+                )
+            })?;
+        match response.status {
+            200 => {
+                let auth: DsmAuthResponse = serde_json::from_str(&response.body).map_err(|_| {
+                    anyhow!("authenticating to DSM (POST {url}): the answer has no access_token")
+                })?;
+                let token_type = auth.token_type.unwrap_or_else(|| "Bearer".to_owned());
+                Ok((
+                    Secret::new(format!("{token_type} {}", auth.access_token)),
+                    auth.entity_id,
+                ))
+            }
+            401 | 403 => bail!(
+                "DSM refused the workload certificate {} (HTTP {}: {}); check that CCM issued it for this build, that it has not expired, and that the DSM app trusts the CCM zone's CA",
+                workload.cert.display(),
+                response.status,
+                error_text(&response.body, &[])
+            ),
+            status => bail!(
+                "authenticating to DSM with the workload certificate (POST {url}): HTTP {status}: {}",
+                error_text(&response.body, &[])
+            ),
+        }
+    }
+
+    /// Reads the key's metadata with `session` and, when the key is exportable, asks to export
+    /// it (the answer's body is never read on success).
+    fn probe(
+        &self,
+        client: &Client,
+        session: &mut Secret,
+        relogin: &dyn Fn() -> Result<Secret>,
+        descriptor: &serde_json::Value,
+        who: &str,
+        progress: &mut dyn Write,
+    ) -> Result<Probe> {
+        let key_name = descriptor["name"].as_str().unwrap_or_default();
+        writeln!(progress, "{:>12} key {key_name:?}", "Reading")?;
         let info_url = format!("{}/crypto/v1/keys/info", self.dsm_url);
         let response = with_session(
-            &client,
-            &mut session,
-            &relogin,
+            client,
+            session,
+            relogin,
             Call {
                 service: "DSM",
                 method: "POST",
                 url: &info_url,
-                body: Some(&descriptor),
+                body: Some(descriptor),
                 keep: Body::Read,
             },
         )?;
         match response.status {
             200 => {}
             404 => {
-                return Err(bad_input(format!(
-                    "DSM has no key named {key_name:?} visible to the app of {}; check attestation.key-name and the app's groups",
-                    self.api_key_env
-                )))
+                return Ok(Probe {
+                    outcome: None,
+                    error_text: String::new(),
+                })
             }
             status => bail!(
                 "POST {info_url}: HTTP {status}: {}",
-                error_text(&response.body, &[&api_key, &session])
+                error_text(&response.body, &[session])
             ),
         }
         let sobject: Sobject = serde_json::from_str(&response.body).map_err(|err| {
             anyhow!("POST {info_url}: the answer is not a DSM security object ({err})")
         })?;
-        let exportable = sobject.key_ops.iter().any(|op| op == "EXPORT");
-        let mut status = KeyReleaseStatus {
-            key_name: key_name.to_owned(),
-            key_id: sobject.kid,
-            key_type: sobject.obj_type,
-            key_ops: sobject.key_ops.clone(),
-            export_probe: ExportProbe::NotTried,
-            restricted: true,
-            detail: String::new(),
-        };
-        if !exportable {
-            status.detail = format!(
-                "{key_name:?} has no EXPORT operation: its value never leaves DSM (workloads use it through wrap/unwrap or decrypt)"
-            );
-            return Ok(status);
+        if !sobject.key_ops.iter().any(|op| op == "EXPORT") {
+            return Ok(Probe {
+                outcome: Some((sobject, None)),
+                error_text: String::new(),
+            });
         }
         let export_url = format!("{}/crypto/v1/keys/export", self.dsm_url);
-        writeln!(
-            progress,
-            "{:>12} to export {key_name:?} as a non-attested app (DSM must refuse)",
-            "Trying"
-        )?;
+        writeln!(progress, "{:>12} to export {key_name:?} {who}", "Trying")?;
         let response = with_session(
-            &client,
-            &mut session,
-            &relogin,
+            client,
+            session,
+            relogin,
             Call {
                 service: "DSM",
                 method: "POST",
                 url: &export_url,
-                body: Some(&descriptor),
-                keep: Body::Discard,
+                body: Some(descriptor),
+                // A refusal's text is read; a success's body is the key and is never read.
+                keep: Body::ReadUnlessSuccess,
             },
         )?;
-        match response.status {
-            403 => {
-                status.export_probe = ExportProbe::Refused;
-                status.detail = format!(
-                    "{key_name:?} is exportable, and DSM refused to export it to the non-attested API-key app of {} (HTTP 403)",
-                    self.api_key_env
-                );
-            }
-            200 => {
-                status.export_probe = ExportProbe::Allowed;
-                status.restricted = false;
-                status.detail = format!(
-                    "DSM exported {key_name:?} to the non-attested API-key app of {}: release is not restricted to attested workloads (the value was discarded unread)",
-                    self.api_key_env
-                );
-            }
-            other => bail!("POST {export_url}: unexpected HTTP {other} to the export probe"),
-        }
-        Ok(status)
+        Ok(Probe {
+            error_text: error_text(&response.body, &[session]),
+            outcome: Some((sobject, Some(response.status))),
+        })
     }
 }

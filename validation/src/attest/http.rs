@@ -6,9 +6,9 @@ use std::{io::Read, path::Path, time::Duration};
 
 use anyhow::{anyhow, Context, Result};
 use cvm_core::error::bad_input;
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
-use super::Secret;
+use super::{Secret, WorkloadIdentity};
 
 /// Bytes of a response body kept (error bodies and JSON answers are small).
 const MAX_BODY: u64 = 1 << 20;
@@ -30,8 +30,9 @@ pub struct Response {
 pub enum Body {
     /// Read it (up to 1 MiB).
     Read,
-    /// Never read it: it may hold key material.
-    Discard,
+    /// Read it only when the status is not a success (an error text); a success may hold key
+    /// material.
+    ReadUnlessSuccess,
 }
 
 /// The client.
@@ -41,36 +42,40 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client trusting `ca_file` (PEM) instead of the web roots when given.
-    pub fn new(ca_file: Option<&Path>, timeout: Duration, proxy_from_env: bool) -> Result<Self> {
+    /// A client trusting `ca_file` (PEM) instead of the web roots when given, presenting
+    /// `workload`'s certificate when given (mutual TLS).
+    pub fn new(
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        proxy_from_env: bool,
+        workload: Option<&WorkloadIdentity>,
+    ) -> Result<Self> {
         let mut tls = TlsConfig::builder();
         if let Some(ca_file) = ca_file {
-            let pem = std::fs::read(ca_file).map_err(|err| {
+            let certificates =
+                read_certificates(ca_file, "--ca-file", "the service's CA certificate")?;
+            tls = tls.root_certs(RootCerts::new_with_certs(&certificates));
+        }
+        if let Some(workload) = workload {
+            let chain = read_certificates(
+                &workload.cert,
+                "--workload-cert",
+                "the workload certificate CCM issued",
+            )?;
+            let pem = std::fs::read(&workload.key).map_err(|err| {
                 bad_input(format!(
-                    "--ca-file {}: cannot read it ({err}); pass a PEM file with the service's CA certificate",
-                    ca_file.display()
+                    "--workload-key {}: cannot read it ({err}); pass the PEM private key of the workload certificate",
+                    workload.key.display()
                 ))
             })?;
-            let certificates: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(Ok(certificate)),
-                    Ok(_) => None,
-                    Err(err) => Some(Err(err)),
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|err| {
-                    bad_input(format!(
-                        "--ca-file {}: not PEM ({err}); pass a PEM file with the service's CA certificate",
-                        ca_file.display()
-                    ))
-                })?;
-            if certificates.is_empty() {
-                return Err(bad_input(format!(
-                    "--ca-file {}: holds no certificate; pass a PEM file with the service's CA certificate",
-                    ca_file.display()
-                )));
-            }
-            tls = tls.root_certs(RootCerts::new_with_certs(&certificates));
+            // The parser's error text never quotes the key material.
+            let key = PrivateKey::from_pem(&pem).map_err(|err| {
+                bad_input(format!(
+                    "--workload-key {}: no PEM private key in it ({err}); pass the workload certificate's key (PKCS#8, PKCS#1 or SEC1 PEM)",
+                    workload.key.display()
+                ))
+            })?;
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
         let mut config = ureq::Agent::config_builder()
             .tls_config(tls.build())
@@ -97,19 +102,21 @@ impl Client {
         body: Option<&serde_json::Value>,
         keep: Body,
     ) -> Result<Response> {
+        // An empty credential sends no header: mutual TLS alone identifies the client.
+        let authorization = Some(authorization.expose()).filter(|value| !value.is_empty());
         let result = match method {
-            "GET" => self
-                .agent
-                .get(url)
-                .header("Authorization", authorization.expose())
-                .header("Accept", "application/json")
-                .call(),
+            "GET" => {
+                let mut request = self.agent.get(url).header("Accept", "application/json");
+                if let Some(authorization) = authorization {
+                    request = request.header("Authorization", authorization);
+                }
+                request.call()
+            }
             "POST" => {
-                let request = self
-                    .agent
-                    .post(url)
-                    .header("Authorization", authorization.expose())
-                    .header("Accept", "application/json");
+                let mut request = self.agent.post(url).header("Accept", "application/json");
+                if let Some(authorization) = authorization {
+                    request = request.header("Authorization", authorization);
+                }
                 match body {
                     Some(body) => request.send_json(body),
                     None => request.send_empty(),
@@ -125,9 +132,13 @@ impl Client {
             other => anyhow::Error::new(other),
         })?;
         let status = response.status().as_u16();
-        let body = match keep {
-            Body::Discard => String::new(),
-            Body::Read => {
+        let read = match keep {
+            Body::Read => true,
+            Body::ReadUnlessSuccess => !(200..300).contains(&status),
+        };
+        let body = match read {
+            false => String::new(),
+            true => {
                 let mut text = String::new();
                 response
                     .body_mut()
@@ -140,6 +151,36 @@ impl Client {
         };
         Ok(Response { status, body })
     }
+}
+
+/// The certificates in the PEM file `path`, named by `flag` in errors; at least one.
+fn read_certificates(path: &Path, flag: &str, what: &str) -> Result<Vec<Certificate<'static>>> {
+    let pem = std::fs::read(path).map_err(|err| {
+        bad_input(format!(
+            "{flag} {}: cannot read it ({err}); pass a PEM file with {what}",
+            path.display()
+        ))
+    })?;
+    let certificates: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(Ok(certificate)),
+            Ok(_) => None,
+            Err(err) => Some(Err(err)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|err| {
+            bad_input(format!(
+                "{flag} {}: not PEM ({err}); pass a PEM file with {what}",
+                path.display()
+            ))
+        })?;
+    if certificates.is_empty() {
+        return Err(bad_input(format!(
+            "{flag} {}: holds no certificate; pass a PEM file with {what}",
+            path.display()
+        )));
+    }
+    Ok(certificates)
 }
 
 /// A server's error text as one short line, with every secret in `secrets` removed: the JSON

@@ -73,6 +73,22 @@ pub struct Settings {
     pub ccm_credentials_env: String,
     /// Use the proxy named by `HTTPS_PROXY`/`ALL_PROXY` (and `NO_PROXY`) when set.
     pub proxy_from_env: bool,
+    /// The attested workload's identity for the key manager (the certificate CCM issued to a
+    /// workload of this build), to show that release to attested workloads works.
+    pub workload: Option<WorkloadIdentity>,
+}
+
+/// A CCM-issued workload certificate and its private key, both PEM files; the key manager
+/// authenticates the workload by mutual TLS.
+#[derive(Debug, Clone)]
+pub struct WorkloadIdentity {
+    /// The certificate (chain), PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1). Read, never printed.
+    pub key: PathBuf,
+    /// The key manager's id of the app the certificate authenticates as, when the service
+    /// needs it named (DSM: sent as the Basic user with an empty password).
+    pub app_id: Option<String>,
 }
 
 /// Default name of the variable holding the CCM login.
@@ -85,6 +101,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(30),
             ccm_credentials_env: DEFAULT_CCM_CREDENTIALS_ENV.to_owned(),
             proxy_from_env: true,
+            workload: None,
         }
     }
 }
@@ -185,18 +202,54 @@ pub struct KeyReleaseStatus {
     pub key_ops: Vec<String>,
     /// Whether an export by our non-attested API-key session was tried, and what happened.
     pub export_probe: ExportProbe,
-    /// True when the key is released only to attested workloads.
+    /// What the attested workload's session (its CCM-issued certificate) was allowed; absent
+    /// when no workload identity was given.
+    pub workload: Option<WorkloadProbe>,
+    /// True when the key is shown to be released only to attested workloads: it has no export
+    /// operation, or the key manager refused to export it to a non-attested app.
     pub restricted: bool,
     /// One line saying why.
     pub detail: String,
 }
 
-/// What happened when the non-attested session asked to export the key.
+impl KeyReleaseStatus {
+    /// The verdict in one line: the restriction's detail, then the workload's when probed.
+    pub fn summary(&self) -> String {
+        match &self.workload {
+            Some(workload) => format!("{}; {}", self.detail, workload.detail),
+            None => self.detail.clone(),
+        }
+    }
+
+    /// True when the key is shown restricted and, where a workload identity was given, that
+    /// workload can use the key.
+    pub fn ok(&self) -> bool {
+        self.restricted && self.workload.as_ref().is_none_or(|probe| probe.usable)
+    }
+}
+
+/// What the attested workload's session saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkloadProbe {
+    /// The key manager's id of the entity the certificate authenticated as.
+    pub entity_id: Option<String>,
+    /// The export by the attested session (not tried when the key has no export operation).
+    pub export: ExportProbe,
+    /// True when the attested workload can use the key: it sees it and, when the key is
+    /// exportable, the key manager released it (the value was discarded unread).
+    pub usable: bool,
+    /// One line saying why.
+    pub detail: String,
+}
+
+/// What happened when a session asked to export the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExportProbe {
     /// Not tried: the key's operations do not include export.
     NotTried,
+    /// Not tried: no credential for a non-attested app was given.
+    NoCredential,
     /// The key manager refused (HTTP 403).
     Refused,
     /// The key manager exported the key (its value was discarded unread).
@@ -242,10 +295,20 @@ pub fn key_release_policy_check(
     let status = provider(&model.model, &model.source_name(), settings, env)
         .and_then(|provider| provider.check_key_release(&mut std::io::sink()));
     match status {
-        Ok(status) if status.restricted => result(Status::Pass, status.detail, ""),
+        Ok(status) if status.ok() => result(Status::Pass, status.summary(), ""),
+        Ok(status) if status.export_probe == ExportProbe::NoCredential => result(
+            Status::Fail,
+            status.summary(),
+            "export the API key of a non-attested app in the variable attestation.api-key-env names, so DSM's refusal can be shown",
+        ),
+        Ok(status) if status.restricted => result(
+            Status::Fail,
+            status.summary(),
+            "give the attested workload's DSM app access to the key (the key's group and its policy)",
+        ),
         Ok(status) => result(
             Status::Fail,
-            status.detail,
+            status.summary(),
             "restrict the key: remove EXPORT from its operations, or keep only apps that authenticate with CCM-issued certificates in its group",
         ),
         Err(err) if cvm_core::error::is_bad_input(&err) => result(

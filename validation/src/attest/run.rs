@@ -100,7 +100,8 @@ pub fn register(
     Ok(())
 }
 
-/// `attest check`: returns true when the key's release is restricted to attested workloads.
+/// `attest check`: returns true when the key's release is shown restricted to attested workloads
+/// and, when a workload identity was given, that workload can use the key.
 pub fn check(
     options: &CheckOptions<'_>,
     env: Env,
@@ -128,20 +129,32 @@ pub fn check(
         writeln!(out, "operations: {}", status.key_ops.join(", "))?;
         let probe = match status.export_probe {
             ExportProbe::NotTried => "not tried (no EXPORT operation)",
+            ExportProbe::NoCredential => "not tried (no API key of a non-attested app given)",
             ExportProbe::Refused => "refused (HTTP 403)",
             ExportProbe::Allowed => "ALLOWED",
         };
         writeln!(out, "export by a non-attested app: {probe}")?;
-        writeln!(
-            out,
-            "{}: {}",
-            if status.restricted {
-                "restricted"
-            } else {
-                "NOT restricted"
-            },
-            status.detail
-        )?;
+        if let Some(workload) = &status.workload {
+            writeln!(
+                out,
+                "attested workload ({}): {}: {}",
+                workload.entity_id.as_deref().unwrap_or("entity -"),
+                if workload.usable {
+                    "can use the key"
+                } else {
+                    "CANNOT use the key"
+                },
+                workload.detail
+            )?;
+        }
+        let verdict = if status.restricted {
+            "restricted"
+        } else if status.export_probe == ExportProbe::Allowed {
+            "NOT restricted"
+        } else {
+            "NOT SHOWN restricted"
+        };
+        writeln!(out, "{verdict}: {}", status.detail)?;
     }
-    Ok(status.restricted)
+    Ok(status.ok())
 }

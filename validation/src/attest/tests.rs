@@ -39,6 +39,8 @@ const CCM_LOGIN: &str = "release@example.com:ccm-pa55word-HUNTER2";
 /// The variable names the test model uses.
 const API_KEY_ENV: &str = "TEST_DSM_API_KEY";
 const CCM_ENV: &str = "TEST_CCM_LOGIN";
+/// The DSM app id the workload scenarios name (`"workload": "<this id>"`).
+const WORKLOAD_APP_ID: &str = "7d3f0c4e-2a1b-4c5d-9e8f-0a1b2c3d4e5f";
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/attest")
@@ -86,6 +88,10 @@ struct Scenario {
     measurements: Option<String>,
     flags: Vec<String>,
     env: Vec<String>,
+    /// Present the test workload certificate (`--workload-cert`/`--workload-key`), with this
+    /// DSM app id when it is a string (`--workload-app-id`).
+    #[serde(default)]
+    workload: Option<Value>,
     exchanges: Vec<Exchange>,
     exit: u8,
 }
@@ -100,8 +106,13 @@ struct Exchange {
 struct ExpectedRequest {
     method: String,
     path: String,
-    headers: BTreeMap<String, String>,
+    /// Headers the request must carry; a `null` value means it must not carry that header.
+    headers: BTreeMap<String, Option<String>>,
     body: Option<Value>,
+    /// The client certificate the request must come with: `"workload"` for the test workload
+    /// certificate; absent for none.
+    #[serde(default)]
+    client_cert: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +128,43 @@ struct Recorded {
     path: String,
     headers: BTreeMap<String, String>,
     body: String,
+    /// The client certificate of its connection (DER), if one was presented.
+    client_cert: Option<Vec<u8>>,
+}
+
+/// The test workload identity: a "CCM zone" CA and a workload certificate it issued, made once
+/// per test process. The replay server trusts the zone CA for client certificates (and lets
+/// clients without one in, as DSM does for API-key apps).
+struct WorkloadPki {
+    zone_ca_der: Vec<u8>,
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    key_pem: String,
+}
+
+fn workload_pki() -> &'static WorkloadPki {
+    static PKI: std::sync::OnceLock<WorkloadPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "cvm-stack test CCM zone CA");
+        let zone = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["llama.inference.example".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "llama.inference.example");
+        let cert = params.signed_by(&key, &zone).unwrap();
+        WorkloadPki {
+            zone_ca_der: zone.der().to_vec(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+        }
+    })
 }
 
 struct Server {
@@ -139,10 +187,19 @@ fn tls_config() -> (Arc<ServerConfig>, String) {
         .signed_by(&key, &issuer)
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut zone = rustls::RootCertStore::empty();
+    zone.add(workload_pki().zone_ca_der.clone().into()).unwrap();
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(zone),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(
             vec![leaf.der().clone()],
             PrivateKeyDer::Pkcs8(key.serialize_der().into()),
@@ -173,9 +230,14 @@ fn start_replay(responses: Vec<(u16, String)>) -> Server {
                 .unwrap();
             let mut connection = ServerConnection::new(config.clone()).unwrap();
             let mut tls = rustls::Stream::new(&mut connection, &mut stream);
-            let Some(request) = read_request(&mut tls) else {
+            let Some(mut request) = read_request(&mut tls) else {
                 continue;
             };
+            request.client_cert = tls
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| cert.to_vec());
             recorded.push(request);
             let (status, body) = responses
                 .next()
@@ -253,6 +315,7 @@ fn read_request(stream: &mut impl Read) -> Option<Recorded> {
         path,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        client_cert: None,
     })
 }
 
@@ -281,6 +344,10 @@ impl Outcome {
 fn placeholders(text: &str) -> String {
     text.replace("{API_KEY}", API_KEY)
         .replace("{CCM_BASIC}", &base64(CCM_LOGIN.as_bytes()))
+        .replace(
+            "{WORKLOAD_APP_BASIC}",
+            &base64(format!("{WORKLOAD_APP_ID}:").as_bytes()),
+        )
 }
 
 /// What a command path needs: the model (with `{PORT}` filled in), the artifacts, the settings
@@ -312,11 +379,23 @@ fn prepare(scenario: &Scenario, port: u16, ca_pem: &str, timeout: Duration) -> P
     }
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
+    let workload = scenario.workload.as_ref().map(|app_id| {
+        let cert = dir.path().join("workload.pem");
+        let key = dir.path().join("workload.key");
+        std::fs::write(&cert, &workload_pki().cert_pem).unwrap();
+        std::fs::write(&key, &workload_pki().key_pem).unwrap();
+        super::WorkloadIdentity {
+            cert,
+            key,
+            app_id: app_id.as_str().map(str::to_owned),
+        }
+    });
     let settings = Settings {
         ca_file: Some(ca_file),
         timeout,
         ccm_credentials_env: CCM_ENV.to_owned(),
         proxy_from_env: false,
+        workload,
     };
     let mut env = BTreeMap::new();
     for name in &scenario.env {
@@ -417,6 +496,16 @@ fn secrets(scenario: &Scenario) -> Vec<String> {
         "ccm-pa55word-HUNTER2".to_owned(),
         base64(CCM_LOGIN.as_bytes()),
     ];
+    if scenario.workload.is_some() {
+        // The workload's private key, line by line.
+        secrets.extend(
+            workload_pki()
+                .key_pem
+                .lines()
+                .filter(|line| !line.starts_with("-----") && line.len() > 16)
+                .map(str::to_owned),
+        );
+    }
     for exchange in &scenario.exchanges {
         for field in ["access_token", "value"] {
             if let Some(value) = exchange.response.body.get(field).and_then(Value::as_str) {
@@ -490,9 +579,18 @@ fn check(name: &str) {
         for (header, value) in &want.headers {
             assert_eq!(
                 got.headers.get(header).map(String::as_str),
-                Some(placeholders(value).as_str()),
+                value.as_deref().map(placeholders).as_deref(),
                 "{at}: header {header}"
             );
+        }
+        match want.client_cert.as_deref() {
+            None => assert_eq!(got.client_cert, None, "{at}: no client certificate"),
+            Some("workload") => assert_eq!(
+                got.client_cert.as_deref(),
+                Some(workload_pki().cert_der.as_slice()),
+                "{at}: the workload certificate"
+            ),
+            Some(other) => panic!("{at}: unknown client_cert {other}"),
         }
         match &want.body {
             None => assert_eq!(got.body, "", "{at}: a request without a body"),
@@ -657,6 +755,72 @@ fn check_unknown_key() {
 }
 
 #[test]
+fn check_workload_released() {
+    check("check-workload-released");
+}
+
+#[test]
+fn check_workload_refused() {
+    check("check-workload-refused");
+}
+
+#[test]
+fn check_workload_not_exportable() {
+    check("check-workload-not-exportable");
+}
+
+#[test]
+fn check_workload_cert_refused() {
+    check("check-workload-cert-refused");
+}
+
+/// A workload key file that is not PEM, or a certificate file that is missing, is a one-line
+/// bad-input error naming the flag and the file, before anything is sent.
+#[test]
+fn workload_identity_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("workload.pem");
+    let key = dir.path().join("workload.key");
+    std::fs::write(&cert, &workload_pki().cert_pem).unwrap();
+    std::fs::write(&key, "not a key\n").unwrap();
+    let identity = |cert: &Path| super::WorkloadIdentity {
+        cert: cert.to_owned(),
+        key: key.clone(),
+        app_id: None,
+    };
+    let err = super::http::Client::new(None, Duration::from_secs(1), false, Some(&identity(&cert)))
+        .err()
+        .unwrap();
+    assert!(is_bad_input(&err));
+    let text = format!("{err:#}");
+    assert!(
+        text.starts_with(&format!(
+            "--workload-key {}: no PEM private key",
+            key.display()
+        )),
+        "{text}"
+    );
+    let missing = dir.path().join("missing.pem");
+    let err = super::http::Client::new(
+        None,
+        Duration::from_secs(1),
+        false,
+        Some(&identity(&missing)),
+    )
+    .err()
+    .unwrap();
+    assert!(is_bad_input(&err));
+    let text = format!("{err:#}");
+    assert!(
+        text.starts_with(&format!(
+            "--workload-cert {}: cannot read it",
+            missing.display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
 fn check_missing_api_key() {
     check("check-missing-api-key");
 }
@@ -714,6 +878,7 @@ fn server_that_never_answers_times_out() {
             measurements: Some("measurements-snp.json".to_owned()),
             flags: Vec::new(),
             env: vec!["api-key".to_owned(), "ccm-login".to_owned()],
+            workload: None,
             exchanges: Vec::new(),
             exit: 1,
         };
@@ -747,6 +912,7 @@ fn untrusted_server_is_refused() {
         measurements: None,
         flags: Vec::new(),
         env: vec!["api-key".to_owned()],
+        workload: None,
         exchanges: Vec::new(),
         exit: 1,
     };
@@ -885,6 +1051,16 @@ fn key_release_policy_check_results() {
         ("check-restricted", Status::Pass, "refused to export"),
         ("check-not-exportable", Status::Pass, "no EXPORT operation"),
         ("check-export-allowed", Status::Fail, "not restricted"),
+        (
+            "check-workload-released",
+            Status::Pass,
+            "released \"model-key-llama\" to the attested workload",
+        ),
+        (
+            "check-workload-refused",
+            Status::Fail,
+            "refused to export \"model-key-llama\" to the attested workload",
+        ),
         ("check-expired-twice", Status::Fail, "fresh session token"),
         (
             "check-missing-api-key",

@@ -89,7 +89,8 @@ pub struct Guest {
     /// Package mirror; unset means mmdebstrap's default for the suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
-    /// The kernel package: a versioned track such as `linux-image-virtual-6.17`.
+    /// The kernel package: a versioned track such as `linux-image-virtual-6.17` (or the NVIDIA
+    /// flavour's `linux-image-nvidia-6.17`).
     #[serde(default = "default_kernel")]
     pub kernel: String,
     /// Which stack the guest carries.
@@ -766,11 +767,39 @@ fn is_url(value: &str, schemes: &[&str]) -> bool {
     })
 }
 
-/// The kernel track version of `linux-image-virtual-X.Y`, if the name has that form.
-pub fn kernel_track(package: &str) -> Option<(u32, u32)> {
-    let version = package.strip_prefix("linux-image-virtual-")?;
-    let (major, minor) = version.split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
+/// Ubuntu's kernel flavours the guest can use, by the prefix of their versioned track meta
+/// package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFlavour {
+    /// `linux-image-virtual-X.Y`: the generic kernel, its TEE guest drivers in
+    /// `linux-modules-extra-<release>`.
+    Virtual,
+    /// `linux-image-nvidia-X.Y`: Canonical's kernel for NVIDIA platforms, every module in
+    /// `linux-modules-<release>` (no extra package). Its meta package also pulls in the whole
+    /// linux-firmware set, so the build installs the kernel image it resolves to instead.
+    Nvidia,
+}
+
+impl KernelFlavour {
+    /// The track meta package's prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KernelFlavour::Virtual => "linux-image-virtual-",
+            KernelFlavour::Nvidia => "linux-image-nvidia-",
+        }
+    }
+}
+
+/// The flavour and track version of `linux-image-virtual-X.Y` or `linux-image-nvidia-X.Y`, if
+/// the name has one of those forms.
+pub fn kernel_track(package: &str) -> Option<(KernelFlavour, (u32, u32))> {
+    [KernelFlavour::Virtual, KernelFlavour::Nvidia]
+        .into_iter()
+        .find_map(|flavour| {
+            let version = package.strip_prefix(flavour.prefix())?;
+            let (major, minor) = version.split_once('.')?;
+            Some((flavour, (major.parse().ok()?, minor.parse().ok()?)))
+        })
 }
 
 impl Model {
@@ -881,9 +910,9 @@ impl Model {
             return problem("guest.kernel", format!("{:?} is a moving meta package; pin a versioned track such as \"linux-image-virtual-6.17\"", guest.kernel));
         }
         match kernel_track(&guest.kernel) {
-            Some((major, minor)) if (major, minor) >= (6, 11) => {}
+            Some((_, (major, minor))) if (major, minor) >= (6, 11) => {}
             Some(_) => return problem("guest.kernel", format!("{:?} is older than 6.11, which lacks the SNP/TDX guest support the image needs; use \"linux-image-virtual-6.17\"", guest.kernel)),
-            None => return problem("guest.kernel", format!("{:?} is not a versioned kernel track; use the form \"linux-image-virtual-X.Y\" with X.Y >= 6.11, e.g. \"linux-image-virtual-6.17\"", guest.kernel)),
+            None => return problem("guest.kernel", format!("{:?} is not a versioned kernel track; use the form \"linux-image-virtual-X.Y\" (or \"linux-image-nvidia-X.Y\") with X.Y >= 6.11, e.g. \"linux-image-virtual-6.17\"", guest.kernel)),
         }
         for (index, package) in guest.packages.iter().enumerate() {
             if !is_package_name(package) {

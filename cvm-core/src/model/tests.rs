@@ -15,8 +15,14 @@ fn default_model_loads_and_uses_a_pinned_kernel_track() {
     let model = Model::default_model();
     assert_eq!(model.deployment.tee, Tee::Snp);
     assert_eq!(model.guest.suite, "noble");
-    let track = kernel_track(&model.guest.kernel).unwrap();
+    let (flavour, track) = kernel_track(&model.guest.kernel).unwrap();
+    assert_eq!(flavour, KernelFlavour::Virtual);
     assert!(track >= (6, 11), "{track:?}");
+    assert_eq!(
+        kernel_track("linux-image-nvidia-6.17"),
+        Some((KernelFlavour::Nvidia, (6, 17)))
+    );
+    assert_eq!(kernel_track("linux-image-generic-6.17"), None);
     assert_eq!(model.memory_mib(), 4096);
     assert_eq!(model.vcpu_type(), VcpuType::EpycV4);
 }

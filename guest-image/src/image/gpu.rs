@@ -361,7 +361,7 @@ pub fn explain_unmet(text: &str, driver: &str) -> Option<String> {
     Some(format!(
         "the archive's signed NVIDIA modules for this kernel cannot be installed: {package} depends on {needs}. \
          Ubuntu has not rebuilt them for the driver the archive now serves; choose a kernel track whose \
-         modules match (guest.kernel), another driver branch (guest.gpu.driver), or a mirror snapshot \
+         modules match (guest.kernel, e.g. the NVIDIA flavour \"linux-image-nvidia-6.17\"), another driver branch (guest.gpu.driver), or a mirror snapshot \
          that still serves the matching driver (guest.mirror)"
     ))
 }

@@ -9,7 +9,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use cvm_core::{cmd::Cmd, model::Model};
+use cvm_core::{
+    cmd::Cmd,
+    model::{KernelFlavour, Model},
+};
 
 use super::lock::{self, PackagesLock};
 
@@ -22,6 +25,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "initramfs-tools",
     "zstd",
+    // Loads the guest firewall (egress.rs).
+    "nftables",
 ];
 
 /// The prefix of the package with the kernel's extra modules (the TEE guest drivers among them);
@@ -246,7 +251,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
     include.extend(distro.extra_packages().iter().map(|s| s.to_string()));
-    include.push(distro.kernel(model).to_owned());
+    let kernel = distro.kernel(model);
+    let flavour = cvm_core::model::kernel_track(kernel).map(|(flavour, _)| flavour);
+    let nvidia_flavour = flavour == Some(KernelFlavour::Nvidia);
+    if !nvidia_flavour {
+        include.push(kernel.to_owned());
+    }
     include.extend(model.guest.packages.iter().cloned());
     let build_list = stage.join("build-packages.txt");
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
@@ -288,7 +298,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         // reaches the mirror, or the offline repository) only downloads it into the guest's
         // archive cache — with mmdebstrap's configuration it would install onto the host — and
         // the guest's own apt installs it from there. Harden prunes it to keep-modules.txt.
-        .args(matches!(distro, Distro::Ubuntu).then(|| {
+        .args(nvidia_flavour.then(|| format!("--customize-hook={}", kernel_image_hook(kernel))))
+        .args((matches!(distro, Distro::Ubuntu) && !nvidia_flavour).then(|| {
             [
                 format!("--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
                 format!("--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
@@ -447,6 +458,22 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::remove_dir_all(&early)?;
     fs::remove_dir_all(&overlay)?;
     Ok(())
+}
+
+/// The mmdebstrap customize hook that installs the kernel image a track meta package resolves
+/// to, without the meta package itself: `linux-image-nvidia-X.Y` depends on the whole
+/// linux-firmware set (hundreds of MB of firmware for hardware a guest never has) besides
+/// `linux-image-<release>`, which is all the guest needs (it pulls `linux-modules-<release>`).
+/// Downloaded by the host's apt with mmdebstrap's configuration, installed by the guest's apt
+/// from the archive cache, as the other hooks do.
+pub fn kernel_image_hook(meta: &str) -> String {
+    let apt = "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\"";
+    format!(
+        "set -e; image=$({apt} apt-cache show --no-all-versions {meta} | sed -n 's/^Depends: //p' | tr ',' '\\n' | sed -n 's/^ *\\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n 1); \
+         if [ -z \"$image\" ]; then echo \"{meta} depends on no linux-image-<release> package\" >&2; exit 1; fi; \
+         {apt} apt-get install --download-only -y --no-install-recommends \"$image\" >&2; \
+         chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"$image\" >&2"
+    )
 }
 
 /// Offline, the installed closure must be exactly the locked one (the local repository holds

@@ -515,3 +515,60 @@ fn the_audit_refuses_an_image_without_a_required_module() {
         ["required kernel module tdx_guest is missing from /usr/lib/modules/6.17.0-42-generic"]
     );
 }
+
+/// The NVIDIA flavour's hook installs the kernel image the track meta package resolves to, and
+/// nothing else of its dependencies: run with stand-ins for apt-cache (the real `apt-cache show`
+/// of the meta package), apt-get and chroot that record what they are asked.
+#[test]
+fn the_nvidia_kernel_hook_installs_only_the_resolved_image() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let show = data("kernel/linux-image-nvidia-6.17.show");
+    let calls = dir.path().join("calls.txt");
+    let stub = |name: &str, body: String| {
+        let path = bin.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stub(
+        "apt-cache",
+        format!(
+            "[ \"$*\" = \"show --no-all-versions linux-image-nvidia-6.17\" ] || exit 9; cat {}",
+            show.display()
+        ),
+    );
+    for name in ["apt-get", "chroot"] {
+        stub(name, format!("echo \"{name} $*\" >> {}", calls.display()));
+    }
+    let hook = rootfs::kernel_image_hook("linux-image-nvidia-6.17");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    Cmd::new("sh")
+        .args(["-c", &hook, "sh", "/guest-tree"])
+        .env("PATH", &path)
+        .env("MMDEBSTRAP_APT_CONFIG", "/mmdebstrap/apt.conf")
+        .run()
+        .unwrap();
+    let calls = fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        calls,
+        "apt-get install --download-only -y --no-install-recommends linux-image-6.17.0-1032-nvidia\n\
+         chroot /guest-tree env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends linux-image-6.17.0-1032-nvidia\n"
+    );
+    // A meta package that names no kernel image stops the build with a reason.
+    stub(
+        "apt-cache",
+        "echo 'Depends: linux-firmware, intel-microcode'".to_owned(),
+    );
+    let err = Cmd::new("sh")
+        .args(["-c", &hook, "sh", "/guest-tree"])
+        .env("PATH", &path)
+        .run()
+        .unwrap_err();
+    assert!(
+        format!("{err:#}")
+            .contains("linux-image-nvidia-6.17 depends on no linux-image-<release> package"),
+        "{err:#}"
+    );
+}

@@ -176,6 +176,10 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("uname", "coreutils", "collecting the kernel release"),
     ),
     (
+        "nft",
+        tool("nft", "nftables", "checking the rendered guest firewall"),
+    ),
+    (
         "shellcheck",
         tool(
             "shellcheck",

@@ -9,14 +9,23 @@ use cvm_core::{
     check::{CheckResult, Status},
     model::{LoadedModel, Tee},
 };
+use guest_image::image::egress;
 
 /// The check id.
 pub const ID: &str = "e2e.egress";
 /// The check title.
 pub const TITLE: &str = "the CVM may reach exactly the model's outbound endpoints";
 
-/// Files that would hold the guest's egress rules; the image ships none of them today.
-pub const GUEST_FIREWALL_FILES: &[&str] = &["etc/nftables.conf", "etc/cvm/egress.nft"];
+/// What the image's firewall says, as this stage reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFirewall {
+    /// The image has no cvm-stack firewall (`/etc/cvm/egress.nft`).
+    Absent,
+    /// The ruleset exists but is not one this version renders (the reason).
+    Unreadable(String),
+    /// The outbound policy of the ruleset.
+    Rules(egress::Allowed),
+}
 
 /// The network a launch script gives the CVM, from its QEMU arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,44 +64,89 @@ fn result(status: Status, detail: String, remediation: &str) -> CheckResult {
     CheckResult::new(ID, TITLE, status, detail, remediation)
 }
 
-/// Judges a launch network and the guest's firewall files against the model's endpoints.
-pub fn judge(network: &LaunchNetwork, guest_rules: &[String], endpoints: &[String]) -> CheckResult {
+/// Judges a launch network and the guest's firewall against the model's endpoints.
+pub fn judge(
+    network: &LaunchNetwork,
+    firewall: &GuestFirewall,
+    endpoints: &[String],
+) -> CheckResult {
     let wanted = if endpoints.is_empty() {
         "no outbound endpoint".to_owned()
     } else {
         endpoints.join(", ")
     };
-    match (network, endpoints.is_empty()) {
-        (LaunchNetwork::None, true) => result(
+    let ruleset = format!("/{}", egress::RULESET_IN_GUEST);
+    match (network, firewall) {
+        (LaunchNetwork::None, _) if endpoints.is_empty() => result(
             Status::Pass,
             "the launch gives the CVM no network and the model lists no outbound endpoint".to_owned(),
             "",
         ),
-        (LaunchNetwork::None, false) => result(
+        (LaunchNetwork::None, _) => result(
             Status::Fail,
             format!("the model lists {wanted}, but the launch gives the CVM no network"),
             "set launch.network.mode to bridge (or user) so the CVM can reach its endpoints, then render again",
         ),
-        (open, _) if guest_rules.is_empty() => result(
+        (open, GuestFirewall::Absent) => result(
             Status::Fail,
             format!(
-                "{} and the image has no egress firewall ({} absent): the CVM can reach any host, not only {wanted}",
+                "{} and the image has no egress firewall ({ruleset} absent): the CVM can reach any host, not only {wanted}",
                 match open {
                     LaunchNetwork::UserNat => "QEMU user-mode networking forwards every outbound connection",
                     _ => "a bridged CVM reaches whatever the host's network allows",
                 },
-                GUEST_FIREWALL_FILES.join(", ")
             ),
-            "restrict the CVM's traffic to the model's endpoints on the host (bridge firewall) or launch it without a network; cvm-stack does not yet ship a guest egress firewall",
+            "rebuild the image with this cvm-stack (cargo xtask guest build), which renders the guest firewall from launch.network.egress",
         ),
-        (_, _) => result(
-            Status::Skip,
-            format!(
-                "the image has egress rules ({}) that this version cannot interpret; compare them with {wanted} by hand",
-                guest_rules.join(", ")
-            ),
-            "",
+        (_, GuestFirewall::Unreadable(why)) => result(
+            Status::Fail,
+            format!("the image's firewall {ruleset} is not one cvm-stack rendered ({why}), so what it lets out is unknown"),
+            "rebuild the image with cargo xtask guest build; do not edit the rendered ruleset",
         ),
+        (_, GuestFirewall::Rules(allowed)) => {
+            let mut extra: Vec<&String> = allowed.endpoints.iter().filter(|e| !endpoints.contains(e)).collect();
+            extra.dedup();
+            let missing: Vec<&String> = endpoints.iter().filter(|e| !allowed.endpoints.contains(e)).collect();
+            if !extra.is_empty() || !missing.is_empty() {
+                let list = |items: &[&String]| if items.is_empty() { "nothing".to_owned() } else { items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") };
+                return result(
+                    Status::Fail,
+                    format!(
+                        "the image's firewall lets out {} the model does not list and blocks {} it lists (model: {wanted})",
+                        list(&extra),
+                        list(&missing)
+                    ),
+                    "rebuild the image from this model (cargo xtask guest build) so its firewall is rendered from launch.network.egress",
+                );
+            }
+            let opened: Vec<&str> = [(allowed.dhcp, "DHCP"), (allowed.dns, "DNS")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, what)| *what)
+                .collect();
+            let also = if opened.is_empty() {
+                String::new()
+            } else {
+                format!(" (plus {})", opened.join(" and "))
+            };
+            if allowed.by_port_only.is_empty() {
+                result(
+                    Status::Pass,
+                    format!("the image's firewall lets out exactly {wanted}{also} and drops everything else"),
+                    "",
+                )
+            } else {
+                result(
+                    Status::Warn,
+                    format!(
+                        "the image's firewall lets out exactly the model's endpoints{also}, but {} {} given by name, which a firewall cannot match: their ports are open to any address",
+                        allowed.by_port_only.join(", "),
+                        if allowed.by_port_only.len() == 1 { "is" } else { "are" }
+                    ),
+                    "list those endpoints by IPv4 address in launch.network.egress to pin them (and close DNS)",
+                )
+            }
+        }
     }
 }
 
@@ -133,13 +187,16 @@ pub fn check(model: &LoadedModel, artifacts: &Path) -> CheckResult {
             )
         }
     };
-    let guest_rules: Vec<String> =
+    let firewall =
         match guest_image::image::extract_root(&artifacts.join("disk.qcow2"), work.path()) {
-            Ok((tree, _)) => GUEST_FIREWALL_FILES
-                .iter()
-                .filter(|file| tree.join(file).exists())
-                .map(|file| format!("/{file}"))
-                .collect(),
+            Ok((tree, _)) => match std::fs::read_to_string(tree.join(egress::RULESET_IN_GUEST)) {
+                Ok(text) => match egress::parse(&text) {
+                    Ok(allowed) => GuestFirewall::Rules(allowed),
+                    Err(why) => GuestFirewall::Unreadable(why),
+                },
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => GuestFirewall::Absent,
+                Err(err) => GuestFirewall::Unreadable(format!("cannot read it: {err}")),
+            },
             Err(err) => {
                 return result(
                     Status::Fail,
@@ -148,7 +205,7 @@ pub fn check(model: &LoadedModel, artifacts: &Path) -> CheckResult {
                 )
             }
         };
-    judge(&network, &guest_rules, &model.model.launch.network.egress)
+    judge(&network, &firewall, &model.model.launch.network.egress)
 }
 
 #[cfg(test)]
@@ -188,14 +245,14 @@ mod tests {
     #[test]
     fn only_no_network_for_no_endpoint_passes_without_a_guest_firewall() {
         let endpoints = vec!["ccm.example.com:443".to_owned()];
-        let none = judge(&LaunchNetwork::None, &[], &[]);
+        let none = judge(&LaunchNetwork::None, &GuestFirewall::Absent, &[]);
         assert_eq!(none.status, Status::Pass, "{}", none.detail);
-        let starved = judge(&LaunchNetwork::None, &[], &endpoints);
+        let starved = judge(&LaunchNetwork::None, &GuestFirewall::Absent, &endpoints);
         assert_eq!(starved.status, Status::Fail);
         assert!(starved
             .detail
             .contains("lists ccm.example.com:443, but the launch gives the CVM no network"));
-        let open = judge(&LaunchNetwork::UserNat, &[], &endpoints);
+        let open = judge(&LaunchNetwork::UserNat, &GuestFirewall::Absent, &endpoints);
         assert_eq!(open.status, Status::Fail);
         assert!(
             open.detail
@@ -203,13 +260,78 @@ mod tests {
             "{}",
             open.detail
         );
-        let bridged = judge(&LaunchNetwork::Bridge, &[], &[]);
+        let bridged = judge(&LaunchNetwork::Bridge, &GuestFirewall::Absent, &[]);
         assert_eq!(bridged.status, Status::Fail);
-        let ruled = judge(
+        let edited = judge(
             &LaunchNetwork::Bridge,
-            &["/etc/nftables.conf".to_owned()],
+            &GuestFirewall::Unreadable(
+                "line 3: an output rule this version cannot read".to_owned(),
+            ),
             &endpoints,
         );
-        assert_eq!(ruled.status, Status::Skip);
+        assert_eq!(edited.status, Status::Fail);
+        assert!(edited.detail.contains("line 3"), "{}", edited.detail);
+    }
+
+    /// The rendered snapshots of guest-image, read back and judged against their own model and a
+    /// different one.
+    #[test]
+    fn the_rendered_firewall_is_judged_against_the_model() {
+        let rules = |name: &str| {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../guest-image/tests/data/image/egress")
+                    .join(name),
+            )
+            .unwrap();
+            GuestFirewall::Rules(egress::parse(&text).unwrap())
+        };
+        let pinned = judge(
+            &LaunchNetwork::UserNat,
+            &rules("user-pinned.nft"),
+            &["198.51.100.7:443".to_owned()],
+        );
+        assert_eq!(pinned.status, Status::Pass, "{}", pinned.detail);
+        assert!(
+            pinned
+                .detail
+                .contains("exactly 198.51.100.7:443 (plus DHCP)"),
+            "{}",
+            pinned.detail
+        );
+        let mixed_model: Vec<String> = [
+            "ccm.example.com:443",
+            "192.0.2.10:443",
+            "dsm.example.com:8443",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mixed = judge(
+            &LaunchNetwork::Bridge,
+            &rules("bridge-mixed.nft"),
+            &mixed_model,
+        );
+        assert_eq!(mixed.status, Status::Warn, "{}", mixed.detail);
+        assert!(
+            mixed
+                .detail
+                .contains("ccm.example.com:443, dsm.example.com:8443 are given by name"),
+            "{}",
+            mixed.detail
+        );
+        // The image was built for another model: both directions are named.
+        let other = judge(
+            &LaunchNetwork::Bridge,
+            &rules("user-pinned.nft"),
+            &["192.0.2.10:443".to_owned()],
+        );
+        assert_eq!(other.status, Status::Fail);
+        assert!(
+            other.detail.contains(
+                "lets out 198.51.100.7:443 the model does not list and blocks 192.0.2.10:443"
+            ),
+            "{}",
+            other.detail
+        );
     }
 }

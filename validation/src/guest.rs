@@ -133,10 +133,15 @@ pub fn measurement_check(
 
 fn ready(status: &CvmStatus) -> CheckResult {
     let detail = format!(
-        "ready={}, kernel {}, verity {}, failed units: {}",
+        "ready={}, kernel {}, verity {}, firewall {}, failed units: {}",
         status.ready,
         status.kernel,
         status.verity,
+        if status.firewall.is_empty() {
+            "not reported"
+        } else {
+            &status.firewall
+        },
         if status.failed_units.is_empty() {
             "none".to_owned()
         } else {

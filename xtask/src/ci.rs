@@ -16,6 +16,7 @@ use crate::{flags::CiArgs, project_root};
 /// cvm_core::deps::REQUIREMENTS).
 const TEST_REQUIREMENTS: &[&str] = &[
     "shellcheck",
+    "nft", // guest-image: nft --check on the rendered guest firewall.
     "virt-xml-validate",
     "xmllint",
     "qemu-system-x86_64",

@@ -36,7 +36,8 @@ fn collect(failure: bool) -> CvmStatus {
     } else {
         measurement(&tee)
     };
-    let ready = !failure && verity == "active" && failed_units.is_empty();
+    let firewall = unit_state("cvm-egress.service");
+    let ready = !failure && verity == "active" && firewall == "active" && failed_units.is_empty();
     CvmStatus {
         ready,
         kernel,
@@ -45,6 +46,19 @@ fn collect(failure: bool) -> CvmStatus {
         failed_units,
         gpu_cc: gpu_cc(),
         measurement,
+        firewall,
+    }
+}
+
+/// `systemctl is-active` of `unit` (`active`, `failed`, `inactive`, …); it exits non-zero for
+/// every state but active, so its output is read whatever the exit status.
+fn unit_state(unit: &str) -> String {
+    match Cmd::new("/usr/bin/systemctl")
+        .args(["is-active", unit])
+        .output()
+    {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        Err(err) => format!("unknown ({err:#})"),
     }
 }
 

@@ -240,8 +240,9 @@ pub fn boot(request: &BootRequest<'_>) -> Result<BootOutcome> {
         if let Some(status) = &outcome.status {
             if !status.ready || status.verity != "active" || !status.failed_units.is_empty() {
                 outcome.failure = Some(format!(
-                    "the guest is not ready: verity {}, failed units [{}]",
+                    "the guest is not ready: verity {}, firewall {}, failed units [{}]",
                     status.verity,
+                    status.firewall,
                     status.failed_units.join(", ")
                 ));
             }

@@ -11,6 +11,7 @@ pub mod boot;
 pub mod cache;
 pub mod disk;
 pub mod distro;
+pub mod egress;
 pub mod gpu;
 pub mod harden;
 pub mod local_repo;
@@ -40,7 +41,7 @@ pub use distro::{DebianFallback, Distro};
 use lock::PackagesLock;
 
 /// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
-const PIPELINE_VERSION: &str = "2";
+const PIPELINE_VERSION: &str = "3";
 
 /// The host tools the build runs (names in `cvm_core::deps::REQUIREMENTS`).
 pub const BUILD_REQUIREMENTS: &[&str] = &[
@@ -272,10 +273,14 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("suite", distro.suite(&model.model))
         .text("mirror", distro.mirror(&model.model).unwrap_or(""))
         .text("kernel", distro.kernel(&model.model))
+        .text(
+            "kernel-hook",
+            &rootfs::kernel_image_hook(distro.kernel(&model.model)),
+        )
         .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())
         .text("tools", &tools_text)
-        .bytes("cvm-status", &cvm_status);
+        .text("base-packages", &rootfs::BASE_PACKAGES.join(","));
     for file in rootfs::GUEST_FILES {
         key = key.text(file.path, file.contents);
     }
@@ -318,7 +323,6 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                 rootfs::build(
                     &model.model,
                     &rootfs::RootfsInputs {
-                        cvm_status: &options.cvm_status,
                         lock: wanted_lock.as_ref(),
                         deb_cache: &deb_cache,
                         offline_repo: options.offline.then_some(repo.as_path()),
@@ -351,11 +355,25 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     // The base keys are the base lists; the gpu profile adds its own lists to them.
     let gpu_profile = profile == cvm_core::model::Profile::Gpu;
     let mut harden_key = KeyBuilder::new("harden", Some(&rootfs_key))
+        .bytes("cvm-status", &cvm_status)
+        .text("cvm-status-unit", rootfs::CVM_STATUS_UNIT)
         .text("lock", &rootfs_out.lock.to_text())
         .text("purge", harden::PURGE_PACKAGES)
         .text("remove", harden::REMOVE_PATHS)
         .text("mask", harden::MASK_UNITS)
         .text("keep-modules", harden::KEEP_MODULES);
+    // The guest firewall is rendered from the model here, so a changed network rebuilds from
+    // this stage on, never the root tree.
+    let egress_rules = egress::ruleset(&model.model.launch.network)?;
+    harden_key = harden_key
+        .text("egress-rules", &egress_rules)
+        .text("egress-unit", egress::UNIT)
+        .text("egress-networkd", egress::NETWORKD_DROP_IN)
+        .text("egress-network", egress::NETWORK_FILE)
+        .text(
+            "network-mode",
+            &format!("{:?}", model.model.launch.network.mode),
+        );
     if gpu_profile {
         harden_key = harden_key
             .text("gpu-purge", gpu::PURGE_PACKAGES)
@@ -382,6 +400,8 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     &rootfs_out.kernel_version,
                     profile,
                 )?;
+                egress::install(&tree, &model.model.launch.network)?;
+                rootfs::install_cvm_status(&tree, &options.cvm_status)?;
                 progress(
                     "Hardened",
                     &format!(

@@ -69,11 +69,6 @@ pub const GUEST_FILES: &[GuestFile] = &[
         mode: 0o644,
     },
     GuestFile {
-        path: "etc/systemd/system/cvm-status.service",
-        contents: include_str!("../../../templates/guest/systemd/cvm-status.service"),
-        mode: 0o644,
-    },
-    GuestFile {
         path: "etc/systemd/system/emergency.service.d/cvm-no-shell.conf",
         contents: include_str!("../../../templates/guest/systemd/cvm-no-shell.conf"),
         mode: 0o644,
@@ -160,7 +155,7 @@ pub fn source_lines(suite: &str, mirror: Option<&str>, components: &str) -> Vec<
 }
 
 /// Writes the overlay copied into the guest by the customize hook.
-fn write_overlay(overlay: &Path, cvm_status: &Path) -> Result<()> {
+fn write_overlay(overlay: &Path) -> Result<()> {
     for file in GUEST_FILES {
         let path = overlay.join(file.path);
         if let Some(parent) = path.parent() {
@@ -170,16 +165,29 @@ fn write_overlay(overlay: &Path, cvm_status: &Path) -> Result<()> {
         fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
             .with_context(|| format!("setting the mode of {}", path.display()))?;
     }
-    let binary = overlay.join(CVM_STATUS_IN_GUEST);
+    Ok(())
+}
+
+/// The readiness unit (DESIGN.md §5).
+pub const CVM_STATUS_UNIT: &str =
+    include_str!("../../../templates/guest/systemd/cvm-status.service");
+
+/// Installs the readiness binary and its unit, enabled, into the guest tree at `root`. The harden
+/// stage does it, so a changed binary rebuilds from there on, never the root tree.
+pub fn install_cvm_status(root: &Path, cvm_status: &Path) -> Result<()> {
+    let binary = root.join(CVM_STATUS_IN_GUEST);
     fs::create_dir_all(binary.parent().expect("has a parent"))
         .with_context(|| format!("creating {}", binary.display()))?;
     fs::copy(cvm_status, &binary)
         .with_context(|| format!("copying {} into the guest", cvm_status.display()))?;
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))?;
-    let wants = overlay.join("etc/systemd/system/multi-user.target.wants");
+    let unit = root.join("etc/systemd/system/cvm-status.service");
+    fs::write(&unit, CVM_STATUS_UNIT).with_context(|| format!("writing {}", unit.display()))?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants)?;
-    symlink("../cvm-status.service", wants.join("cvm-status.service"))
-        .context("enabling cvm-status.service")?;
+    let link = wants.join("cvm-status.service");
+    let _ = fs::remove_file(&link);
+    symlink("../cvm-status.service", &link).context("enabling cvm-status.service")?;
     Ok(())
 }
 
@@ -195,8 +203,6 @@ pub struct RootfsOutput {
 
 /// Inputs of the rootfs stage besides the model.
 pub struct RootfsInputs<'a> {
-    /// The readiness binary to install.
-    pub cvm_status: &'a Path,
     /// The lock to pin to, when one exists.
     pub lock: Option<&'a PackagesLock>,
     /// Downloaded .deb files, shared by all builds.
@@ -246,7 +252,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             lock.apt_preferences(),
         )?;
     }
-    write_overlay(&overlay, inputs.cvm_status)?;
+    write_overlay(&overlay)?;
     super::overlay::write(inputs.extra_files, &overlay)?;
     fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();

@@ -8,7 +8,8 @@ pub const PREFIX: &str = "CVM-STATUS ";
 /// What the guest reports once boot completes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CvmStatus {
-    /// True when boot completed with the root verified and no failed unit.
+    /// True when boot completed with the root verified, the guest firewall loaded and no failed
+    /// unit.
     pub ready: bool,
     /// The running kernel's release.
     pub kernel: String,
@@ -23,6 +24,10 @@ pub struct CvmStatus {
     pub gpu_cc: String,
     /// The launch measurement from the TEE's report (hex), null without a TEE.
     pub measurement: Option<String>,
+    /// `active` when the guest firewall (`cvm-egress.service`) is loaded, else the unit's state;
+    /// empty in lines from images that predate it.
+    #[serde(default)]
+    pub firewall: String,
 }
 
 impl CvmStatus {

@@ -287,12 +287,17 @@ fn status_line_round_trips() {
         failed_units: vec![],
         gpu_cc: "n/a".to_owned(),
         measurement: None,
+        firewall: "active".to_owned(),
     }
     .to_line();
     assert_eq!(
         line,
-        r#"CVM-STATUS {"ready":true,"kernel":"6.17.0-42-generic","tee":"none","verity":"active","failed_units":[],"gpu_cc":"n/a","measurement":null}"#
+        r#"CVM-STATUS {"ready":true,"kernel":"6.17.0-42-generic","tee":"none","verity":"active","failed_units":[],"gpu_cc":"n/a","measurement":null,"firewall":"active"}"#
     );
+    // A line from an image that predates the firewall field still parses.
+    let old = r#"CVM-STATUS {"ready":true,"kernel":"k","tee":"none","verity":"active","failed_units":[],"gpu_cc":"n/a","measurement":null}"#;
+    let parsed = status::find_in_log(old).unwrap().unwrap();
+    assert_eq!(parsed.firewall, "");
     assert_eq!(
         status::strip_escapes("\u{1b}[2J\u{1b}[01;01HBdsDxe: x"),
         "BdsDxe: x"

@@ -169,6 +169,16 @@ pub fn run(
     // reported with its reason, not fatal to the benchmark).
     let mut gpu_model = model.clone();
     gpu_model.model.guest.profile = cvm_core::model::Profile::Gpu;
+    // GPU models use the NVIDIA flavour of the same kernel track (README, gpu profile).
+    if let Some(version) = gpu_model
+        .model
+        .guest
+        .kernel
+        .strip_prefix(cvm_core::model::KernelFlavour::Virtual.prefix())
+    {
+        gpu_model.model.guest.kernel =
+            format!("{}{version}", cvm_core::model::KernelFlavour::Nvidia.prefix());
+    }
     let gpu_out = work.join("out-gpu");
     let (gpu_qcow2_bytes, gpu_not_built) = match timed("gpu profile build", || {
         super::build(&gpu_model, gpu_options(gpu_out.clone()))

@@ -176,8 +176,10 @@ pub fn run(
         .kernel
         .strip_prefix(cvm_core::model::KernelFlavour::Virtual.prefix())
     {
-        gpu_model.model.guest.kernel =
-            format!("{}{version}", cvm_core::model::KernelFlavour::Nvidia.prefix());
+        gpu_model.model.guest.kernel = format!(
+            "{}{version}",
+            cvm_core::model::KernelFlavour::Nvidia.prefix()
+        );
     }
     let gpu_out = work.join("out-gpu");
     let (gpu_qcow2_bytes, gpu_not_built) = match timed("gpu profile build", || {

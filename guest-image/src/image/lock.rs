@@ -73,6 +73,17 @@ impl PackagesLock {
         )
     }
 
+    /// The locked kernel image package (`linux-image-<release>`), if the lock has one.
+    pub fn kernel_image(&self) -> Option<&str> {
+        self.packages
+            .iter()
+            .map(|package| package.name.as_str())
+            .find(|name| {
+                name.strip_prefix("linux-image-")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+    }
+
     /// A package of either list by name.
     pub fn find(&self, name: &str) -> Option<&LockedPackage> {
         self.packages

@@ -275,7 +275,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         .text("kernel", distro.kernel(&model.model))
         .text(
             "kernel-hook",
-            &rootfs::kernel_image_hook(distro.kernel(&model.model)),
+            &rootfs::kernel_image_hook(distro.kernel(&model.model), None),
         )
         .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())

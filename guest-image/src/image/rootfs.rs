@@ -298,13 +298,18 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             build_packages.join(" "),
             q(&build_list)
         ))
+        .args(nvidia_flavour.then(|| {
+            format!(
+                "--customize-hook={}",
+                kernel_image_hook(kernel, inputs.lock.and_then(PackagesLock::kernel_image))
+            )
+        }))
         // Ubuntu ships the TEE guest drivers (sev-guest, tdx-guest, tsm_report) in the kernel's
         // linux-modules-extra package, which the versioned kernel meta package does not pull in;
         // its name carries the kernel release the meta package resolved to. The host's apt (which
         // reaches the mirror, or the offline repository) only downloads it into the guest's
         // archive cache — with mmdebstrap's configuration it would install onto the host — and
         // the guest's own apt installs it from there. Harden prunes it to keep-modules.txt.
-        .args(nvidia_flavour.then(|| format!("--customize-hook={}", kernel_image_hook(kernel))))
         .args((matches!(distro, Distro::Ubuntu) && !nvidia_flavour).then(|| {
             [
                 format!("--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
@@ -472,10 +477,20 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
 /// `linux-image-<release>`, which is all the guest needs (it pulls `linux-modules-<release>`).
 /// Downloaded by the host's apt with mmdebstrap's configuration, installed by the guest's apt
 /// from the archive cache, as the other hooks do.
-pub fn kernel_image_hook(meta: &str) -> String {
+///
+/// With a lock that already holds the kernel image (`pinned`), that image is installed and the
+/// meta package is not consulted: it is not in the lock, so an offline build's repository has no
+/// such package, and a locked build must not follow the track to a newer release.
+pub fn kernel_image_hook(meta: &str, pinned: Option<&str>) -> String {
     let apt = "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\"";
+    let resolve = match pinned {
+        Some(image) => format!("image={image}"),
+        None => format!(
+            "image=$({apt} apt-cache show --no-all-versions {meta} | sed -n 's/^Depends: //p' | tr ',' '\\n' | sed -n 's/^ *\\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n 1)"
+        ),
+    };
     format!(
-        "set -e; image=$({apt} apt-cache show --no-all-versions {meta} | sed -n 's/^Depends: //p' | tr ',' '\\n' | sed -n 's/^ *\\(linux-image-[0-9][^ ]*\\).*/\\1/p' | head -n 1); \
+        "set -e; {resolve}; \
          if [ -z \"$image\" ]; then echo \"{meta} depends on no linux-image-<release> package\" >&2; exit 1; fi; \
          {apt} apt-get install --download-only -y --no-install-recommends \"$image\" >&2; \
          chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends \"$image\" >&2"

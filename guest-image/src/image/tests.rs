@@ -74,6 +74,15 @@ fn lock_diff_and_pins() {
     changed.packages[0].version = "9.9".to_owned();
     let diff = lock.diff(&changed);
     assert_eq!(diff.len(), 2, "{diff:?}");
+    // The kernel image is found by its release-shaped name, not by a meta package's.
+    assert_eq!(lock.kernel_image(), None);
+    changed.packages[1].name = "linux-image-virtual-6.17".to_owned();
+    assert_eq!(changed.kernel_image(), None);
+    changed.packages[0].name = "linux-image-6.17.0-1032-nvidia".to_owned();
+    assert_eq!(
+        changed.kernel_image(),
+        Some("linux-image-6.17.0-1032-nvidia")
+    );
     assert!(lock.apt_preferences().contains(&format!(
         "Package: {}\nPin: version {}\nPin-Priority: 1001\n",
         lock.packages[0].name, lock.packages[0].version
@@ -547,7 +556,7 @@ fn the_nvidia_kernel_hook_installs_only_the_resolved_image() {
     for name in ["apt-get", "chroot"] {
         stub(name, format!("echo \"{name} $*\" >> {}", calls.display()));
     }
-    let hook = rootfs::kernel_image_hook("linux-image-nvidia-6.17");
+    let hook = rootfs::kernel_image_hook("linux-image-nvidia-6.17", None);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     Cmd::new("sh")
         .args(["-c", &hook, "sh", "/guest-tree"])
@@ -555,11 +564,29 @@ fn the_nvidia_kernel_hook_installs_only_the_resolved_image() {
         .env("MMDEBSTRAP_APT_CONFIG", "/mmdebstrap/apt.conf")
         .run()
         .unwrap();
-    let calls = fs::read_to_string(&calls).unwrap();
+    let recorded = fs::read_to_string(&calls).unwrap();
     assert_eq!(
-        calls,
+        recorded,
         "apt-get install --download-only -y --no-install-recommends linux-image-6.17.0-1032-nvidia\n\
          chroot /guest-tree env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download --no-install-recommends linux-image-6.17.0-1032-nvidia\n"
+    );
+    // A lock that holds the image pins it: the meta package is not consulted at all.
+    fs::remove_file(&calls).unwrap();
+    let pinned = rootfs::kernel_image_hook(
+        "linux-image-nvidia-6.17",
+        Some("linux-image-6.17.0-1031-nvidia"),
+    );
+    stub("apt-cache", "exit 9".to_owned());
+    Cmd::new("sh")
+        .args(["-c", &pinned, "sh", "/guest-tree"])
+        .env("PATH", &path)
+        .run()
+        .unwrap();
+    assert!(
+        fs::read_to_string(&calls)
+            .unwrap()
+            .contains("--no-install-recommends linux-image-6.17.0-1031-nvidia\n"),
+        "{pinned}"
     );
     // A meta package that names no kernel image stops the build with a reason.
     stub(

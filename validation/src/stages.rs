@@ -52,6 +52,9 @@ pub struct Context {
     pub emulate: bool,
     /// The inference endpoint.
     pub endpoint: EndpointTarget,
+    /// How `e2e.key-release` reaches the key manager (and the attested workload's identity, when
+    /// given).
+    pub attest: crate::attest::Settings,
 }
 
 /// What the launch stage produced.
@@ -275,14 +278,11 @@ pub fn attestation(context: &Context, launched: &Launched) -> CheckResult {
 
 /// Stage 6: `e2e.key-release`: the model key is released only to attested workloads (the
 /// attestation module's key-release policy check against the key manager), with the API key from
-/// the process environment. It reads the key manager's policy, not the guest, so it runs whether
-/// or not this run launched the CVM.
+/// the process environment and, when given, the attested workload's certificate (DSM must release
+/// the key to it). It asks the key manager, not the guest, so it runs whether or not this run
+/// launched the CVM.
 pub fn key_release(context: &Context) -> CheckResult {
-    key_release_with(
-        context,
-        &crate::attest::Settings::default(),
-        crate::attest::Env::Process,
-    )
+    key_release_with(context, &context.attest, crate::attest::Env::Process)
 }
 
 /// [`key_release`] with explicit service settings and environment (tests).
@@ -301,13 +301,13 @@ pub fn key_release_with(
             "",
         );
     };
-    if env.secret(&attestation.api_key_env).is_none() {
+    if env.secret(&attestation.api_key_env).is_none() && settings.workload.is_none() {
         return check(
             "e2e.key-release",
             TITLE,
             Status::Skip,
             format!(
-                "key release not checked: {} (attestation.api-key-env) is not set",
+                "key release not checked: {} (attestation.api-key-env) is not set and no --workload-cert was given",
                 attestation.api_key_env
             ),
             "",

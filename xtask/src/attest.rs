@@ -8,7 +8,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Result;
 use validation::attest::{
     run::{self, CheckOptions, RegisterOptions},
-    Env, Settings, WorkloadIdentity,
+    Env, Settings,
 };
 
 use crate::flags::{AttestCommand, AttestServiceArgs};
@@ -38,14 +38,7 @@ pub fn run(command: AttestCommand) -> Result<ExitCode> {
         }
         AttestCommand::Check(args) => {
             let model = cvm_core::model::load(args.model.config.as_deref())?;
-            let workload = match (&args.workload_cert, &args.workload_key) {
-                (Some(cert), Some(key)) => Some(WorkloadIdentity {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    app_id: args.workload_app_id.clone(),
-                }),
-                _ => None,
-            };
+            let workload = args.workload.identity();
             let options = CheckOptions {
                 model: &model,
                 json: args.json,

@@ -431,6 +431,9 @@ pub struct ValidateArgs {
     /// CA certificate (PEM) the endpoint's chain must lead to; without it the endpoint is skipped.
     #[arg(long, value_name = "FILE")]
     pub endpoint_ca: Option<PathBuf>,
+    /// e2e.key-release also asks DSM, as this attested workload, to release the key.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
 }
 
 /// `attest …`.
@@ -479,14 +482,9 @@ pub struct AttestServiceArgs {
     pub timeout: u64,
 }
 
-/// `attest check`.
+/// The attested workload's identity for the key manager.
 #[derive(Debug, Args)]
-pub struct AttestCheckArgs {
-    #[command(flatten)]
-    pub model: ModelArg,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+pub struct WorkloadArgs {
     /// The certificate (PEM) CCM issued to a workload of this build: DSM is asked, by mutual
     /// TLS as that workload, to release the key (the value is discarded unread).
     #[arg(long, value_name = "FILE", requires = "workload_key")]
@@ -497,6 +495,32 @@ pub struct AttestCheckArgs {
     /// The DSM app id the workload certificate authenticates as, when DSM needs it named.
     #[arg(long, value_name = "UUID", requires = "workload_cert")]
     pub workload_app_id: Option<String>,
+}
+
+impl WorkloadArgs {
+    /// The identity, when a certificate was given.
+    pub fn identity(&self) -> Option<validation::attest::WorkloadIdentity> {
+        match (&self.workload_cert, &self.workload_key) {
+            (Some(cert), Some(key)) => Some(validation::attest::WorkloadIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+                app_id: self.workload_app_id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `attest check`.
+#[derive(Debug, Args)]
+pub struct AttestCheckArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     #[command(flatten)]
     pub service: AttestServiceArgs,
 }

@@ -65,6 +65,10 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         artifacts,
         emulate: args.emulate,
         endpoint,
+        attest: validation::attest::Settings {
+            workload: args.workload.identity(),
+            ..validation::attest::Settings::default()
+        },
     };
     let report = stages::run(&context, &mut |verb, what| eprintln!("{verb:>12} {what}"));
     let written = validation::report::write_all(&report, &info, &args.report_dir)?;

@@ -1105,52 +1105,61 @@ fn key_release_policy_check_results() {
     }
 }
 
-/// Validation's `e2e.key-release` stage, with its API key set, asks the key manager through the
-/// attestation module: the restricted-key scenario against the local replay server passes.
+/// Validation's `e2e.key-release` stage asks the key manager through the attestation module,
+/// with the settings of its context: with the API key, the restricted-key scenario passes; with
+/// only the workload certificate (no API key, which alone would make the stage skip), a key DSM
+/// refuses to the attested workload fails.
 #[test]
 fn validation_stage_checks_key_release() {
-    let path = data_dir().join("scenarios/check-restricted.json");
-    let scenario: Scenario =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let responses = scenario
-        .exchanges
-        .iter()
-        .map(|exchange| {
-            let body = match &exchange.response.body {
-                Value::String(text) => placeholders(text),
-                json => json.to_string(),
-            };
-            (exchange.response.status, body)
-        })
-        .collect();
-    let server = start_replay(responses);
-    let prepared = prepare(
-        &scenario,
-        server.port,
-        &server.ca_pem,
-        Duration::from_secs(10),
-    );
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let context = crate::stages::Context {
-        model: prepared.model,
-        profile: crate::profile::load("xe7745").unwrap(),
-        facts: crate::node_facts::Bundle::open(manifest_dir.join("tests/data/xe7745")).unwrap(),
-        artifacts: prepared.artifacts,
-        emulate: true,
-        endpoint: crate::stages::EndpointTarget::NotConfigured("not configured".to_owned()),
-    };
-    let result = crate::stages::key_release_with(&context, &prepared.settings, prepared.env);
-    let recorded = server.finish();
-    assert_eq!(recorded.len(), scenario.exchanges.len());
-    assert_eq!(
-        (result.id.as_str(), result.status),
-        ("e2e.key-release", cvm_core::check::Status::Pass),
-        "{}",
-        result.detail
-    );
-    assert!(
-        result.detail.contains("refused to export"),
-        "{}",
-        result.detail
-    );
+    use cvm_core::check::Status;
+    for (name, status, detail) in [
+        ("check-restricted", Status::Pass, "refused to export"),
+        (
+            "check-workload-refused",
+            Status::Fail,
+            "refused to export \"model-key-llama\" to the attested workload",
+        ),
+    ] {
+        let path = data_dir().join(format!("scenarios/{name}.json"));
+        let scenario: Scenario =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let responses = scenario
+            .exchanges
+            .iter()
+            .map(|exchange| {
+                let body = match &exchange.response.body {
+                    Value::String(text) => placeholders(text),
+                    json => json.to_string(),
+                };
+                (exchange.response.status, body)
+            })
+            .collect();
+        let server = start_replay(responses);
+        let prepared = prepare(
+            &scenario,
+            server.port,
+            &server.ca_pem,
+            Duration::from_secs(10),
+        );
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let context = crate::stages::Context {
+            model: prepared.model,
+            profile: crate::profile::load("xe7745").unwrap(),
+            facts: crate::node_facts::Bundle::open(manifest_dir.join("tests/data/xe7745")).unwrap(),
+            artifacts: prepared.artifacts,
+            emulate: true,
+            endpoint: crate::stages::EndpointTarget::NotConfigured("not configured".to_owned()),
+            attest: prepared.settings,
+        };
+        let result = crate::stages::key_release_with(&context, &context.attest, prepared.env);
+        let recorded = server.finish();
+        assert_eq!(recorded.len(), scenario.exchanges.len(), "{name}");
+        assert_eq!(
+            (result.id.as_str(), result.status),
+            ("e2e.key-release", status),
+            "{name}: {}",
+            result.detail
+        );
+        assert!(result.detail.contains(detail), "{name}: {}", result.detail);
+    }
 }

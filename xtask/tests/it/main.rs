@@ -617,19 +617,44 @@ fn validate_over_this_machine_fails_every_row_it_cannot_match() {
     assert_eq!(live_status("xe7745.ovmf"), expected, "{ovmf}");
 }
 
-/// The end-to-end path of issue 8 on this machine: build the default image (the stage cache makes
-/// this cheap after guest-image's own tests), then `validate --emulate` boots it under QEMU over
-/// the passing XE7745 bundle. The guest must report ready; what only a real TEE can show is a
-/// skip with its reason, never a pass.
+/// The end-to-end path of issue 8 on this machine: build the default image with a network (QEMU
+/// user networking) and one outbound endpoint (the stage cache makes this cheap after
+/// guest-image's own tests: only the stages from harden on differ), then `validate --emulate`
+/// boots it under QEMU over the passing XE7745 bundle. The guest must report ready with its
+/// firewall loaded, and e2e.egress must read that firewall back out of the built disk and find
+/// exactly the model's endpoint; what only a real TEE can show is a skip with its reason, never a
+/// pass.
 #[test]
 fn validate_emulate_boots_the_built_image() {
     if !cvm_core::skip::require_slow("validate_emulate_boots_the_built_image") {
         return;
     }
     let out = root().join("target/cvm-test/validate-emulate");
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("cvm.toml");
+    // A free port for QEMU's host forward, so parallel runs cannot collide.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &model,
+        format!(
+            "[deployment]\nname = \"cvm-base\"\ntee = \"snp\"\n\n[launch.network]\nmode = \"user\"\nhost-port = {port}\negress = [\"192.0.2.10:443\"]\n"
+        ),
+    )
+    .unwrap();
     #[allow(clippy::disallowed_methods)] // Tests run the binary under test directly.
     let build = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["guest", "build", "--out", path_str(&out)])
+        .args([
+            "guest",
+            "build",
+            "-c",
+            path_str(&model),
+            "--out",
+            path_str(&out),
+        ])
         .current_dir(root())
         .output()
         .unwrap();
@@ -648,6 +673,8 @@ fn validate_emulate_boots_the_built_image() {
     let facts = root().join("validation/tests/data/xe7745");
     let args = [
         "validate",
+        "-c",
+        path_str(&model),
         "--emulate",
         "--artifacts",
         path_str(&out),
@@ -683,6 +710,12 @@ fn validate_emulate_boots_the_built_image() {
         "no check may fail: {context}"
     );
     assert_eq!(output.status.code(), Some(0), "{context}");
+    let report = std::fs::read_to_string(reports.path().join("report.json")).unwrap();
+    assert!(
+        report.contains("the image's firewall lets out exactly 192.0.2.10:443 (plus DHCP)"),
+        "{report}"
+    );
+    assert!(report.contains("firewall active"), "{report}");
 }
 
 /// Borrowed arguments for [`check`].

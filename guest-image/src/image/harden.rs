@@ -21,6 +21,8 @@ pub const REMOVE_PATHS: &str = include_str!("../../data/remove-paths.txt");
 pub const MASK_UNITS: &str = include_str!("../../data/mask-units.txt");
 /// Paths the audit refuses to find.
 pub const FORBIDDEN_PATHS: &str = include_str!("../../data/forbidden-paths.txt");
+/// Paths the audit requires in the finished root (the readiness unit, the guest firewall).
+pub const REQUIRED_PATHS: &str = include_str!("../../data/required-paths.txt");
 /// Kernel modules kept (with their dependencies); `!` marks the required ones.
 pub const KEEP_MODULES: &str = include_str!("../../data/keep-modules.txt");
 
@@ -405,6 +407,12 @@ pub fn audit_tree_for(root: &Path, profile: Profile) -> Result<Vec<String>> {
                     release.strip_prefix(root).unwrap_or(release).display()
                 ));
             }
+        }
+    }
+    for required in list_entries(REQUIRED_PATHS) {
+        // A dangling link still counts as present here: the enablement links are relative.
+        if root.join(required).symlink_metadata().is_err() {
+            problems.push(format!("required path /{required} is missing"));
         }
     }
     for pattern in lists(profile).2 {

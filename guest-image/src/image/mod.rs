@@ -497,8 +497,9 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
         Ok((stage.path, stage.cached, size))
     })?;
 
-    let mut audit_key =
-        KeyBuilder::new("audit", Some(&qcow2_key)).text("forbidden", harden::FORBIDDEN_PATHS);
+    let mut audit_key = KeyBuilder::new("audit", Some(&qcow2_key))
+        .text("forbidden", harden::FORBIDDEN_PATHS)
+        .text("required", harden::REQUIRED_PATHS);
     if gpu_profile {
         audit_key = audit_key
             .text("gpu-forbidden", gpu::FORBIDDEN_PATHS)

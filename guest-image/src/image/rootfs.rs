@@ -182,6 +182,8 @@ pub fn install_cvm_status(root: &Path, cvm_status: &Path) -> Result<()> {
         .with_context(|| format!("copying {} into the guest", cvm_status.display()))?;
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))?;
     let unit = root.join("etc/systemd/system/cvm-status.service");
+    fs::create_dir_all(unit.parent().expect("has a parent"))
+        .with_context(|| format!("creating the directory of {}", unit.display()))?;
     fs::write(&unit, CVM_STATUS_UNIT).with_context(|| format!("writing {}", unit.display()))?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants)?;

@@ -510,10 +510,42 @@ fn root_with_modules() -> tempfile::TempDir {
         .arg(&release)
         .run()
         .unwrap();
+    // What the harden stage adds, by the same functions, and the nft binary from nftables.
+    let binary = root.path().join("cvm-status-build");
+    fs::write(&binary, "binary").unwrap();
+    rootfs::install_cvm_status(root.path(), &binary).unwrap();
+    fs::remove_file(&binary).unwrap();
+    egress::install(root.path(), &cvm_core::model::Network::default()).unwrap();
+    fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
+    fs::write(root.path().join("usr/sbin/nft"), "").unwrap();
     root
 }
 
 const RELEASE: &str = "usr/lib/modules/6.17.0-42-generic";
+
+/// The harden stage's installers leave every path the audit requires, and the audit names each
+/// one that goes missing.
+#[test]
+fn the_audit_requires_the_readiness_unit_and_the_firewall() {
+    let root = root_with_modules();
+    assert_eq!(
+        harden::audit_tree(root.path()).unwrap(),
+        Vec::<String>::new()
+    );
+    fs::remove_file(root.path().join("etc/cvm/egress.nft")).unwrap();
+    fs::remove_file(
+        root.path()
+            .join("etc/systemd/system/multi-user.target.wants/cvm-status.service"),
+    )
+    .unwrap();
+    assert_eq!(
+        harden::audit_tree(root.path()).unwrap(),
+        [
+            "required path /etc/systemd/system/multi-user.target.wants/cvm-status.service is missing",
+            "required path /etc/cvm/egress.nft is missing",
+        ]
+    );
+}
 
 #[test]
 fn the_audit_refuses_an_image_without_a_required_module() {

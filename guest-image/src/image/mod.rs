@@ -277,6 +277,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             "kernel-hook",
             &rootfs::kernel_image_hook(distro.kernel(&model.model), None),
         )
+        .text("initrd-hook", rootfs::INITRD_HOOK)
         .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())
         .text("tools", &tools_text)

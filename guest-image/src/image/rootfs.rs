@@ -80,6 +80,13 @@ pub const GUEST_FILES: &[GuestFile] = &[
     },
 ];
 
+/// The mmdebstrap customize hook that generates the guest's initrd, once every package (and so
+/// every module) is installed: with the guest's own initramfs-tools and our hooks, for each kernel
+/// in the tree (a module tree with its image in /boot). SOURCE_DATE_EPOCH makes it reproducible.
+pub const INITRD_HOOK: &str = "set -e; for dir in \"$1\"/usr/lib/modules/*; do kver=${dir##*/}; \
+    [ -e \"$1/boot/vmlinuz-$kver\" ] || continue; \
+    chroot \"$1\" env -u INITRD update-initramfs -c -k \"$kver\" >&2; done";
+
 /// Modules the initrd needs to open the dm-verity root (the cvm-verity hook adds them; its
 /// `manual_add_modules` skips a missing one silently, so the build checks them itself).
 pub const BOOT_MODULES: &[&str] = &["dm-verity", "erofs", "virtio_blk", "virtio_pci"];
@@ -237,8 +244,10 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     fs::create_dir_all(early.join("etc/initramfs-tools/conf.d"))?;
     fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
     fs::create_dir_all(early.join("var/cache/apt/archives"))?;
-    // The initramfs configuration and hooks go in before any package is installed, so that the
-    // initrd the kernel's postinst generates is already ours (no second generation).
+    // The initramfs configuration and hooks go in before any package is installed. No package's
+    // maintainer scripts generate an initrd (INITRD=No, below): the kernel, its extra modules and
+    // the NVIDIA modules each trigger one otherwise, before all the modules are there.
+    // INITRD_HOOK generates it once, when every package is in.
     for file in GUEST_FILES
         .iter()
         .filter(|f| f.path.starts_with("etc/initramfs-tools/"))
@@ -324,6 +333,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 super::gpu::install_hook(&model.guest.gpu.driver)
             )
         }))
+        .arg(format!("--customize-hook={INITRD_HOOK}"))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)
@@ -331,7 +341,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .env(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),
-        );
+        )
+        // /etc/kernel/postinst.d/initramfs-tools skips its generation when INITRD is No.
+        .env("INITRD", "No");
     if let Some(keyring) = distro.keyring(model) {
         command = command.arg(format!("--keyring={keyring}"));
     }

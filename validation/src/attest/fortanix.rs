@@ -194,13 +194,7 @@ impl Fortanix {
             .with_context(|| format!("authenticating to DSM (POST {url})"))?;
         let secrets = [api_key, &basic];
         match response.status {
-            200 => {
-                let auth: DsmAuthResponse = serde_json::from_str(&response.body).map_err(|_| {
-                    anyhow!("authenticating to DSM (POST {url}): the answer has no access_token")
-                })?;
-                let token_type = auth.token_type.unwrap_or_else(|| "Bearer".to_owned());
-                Ok(Secret::new(format!("{token_type} {}", auth.access_token)))
-            }
+            200 => dsm_session(&url, &response.body).map(|(session, _)| session),
             401 | 403 => bail!(
                 "DSM refused the API key in {} (HTTP {}: {}); check that it is the key of an app with access to the model key",
                 self.api_key_env,
@@ -213,6 +207,18 @@ impl Fortanix {
             ),
         }
     }
+}
+
+/// The bearer header value and the entity id of a successful DSM login's answer.
+fn dsm_session(url: &str, body: &str) -> Result<(Secret, Option<String>)> {
+    let auth: DsmAuthResponse = serde_json::from_str(body).map_err(|_| {
+        anyhow!("authenticating to DSM (POST {url}): the answer has no access_token")
+    })?;
+    let token_type = auth.token_type.unwrap_or_else(|| "Bearer".to_owned());
+    Ok((
+        Secret::new(format!("{token_type} {}", auth.access_token)),
+        auth.entity_id,
+    ))
 }
 
 /// One request made with a session token.
@@ -617,16 +623,7 @@ impl Fortanix {
                 )
             })?;
         match response.status {
-            200 => {
-                let auth: DsmAuthResponse = serde_json::from_str(&response.body).map_err(|_| {
-                    anyhow!("authenticating to DSM (POST {url}): the answer has no access_token")
-                })?;
-                let token_type = auth.token_type.unwrap_or_else(|| "Bearer".to_owned());
-                Ok((
-                    Secret::new(format!("{token_type} {}", auth.access_token)),
-                    auth.entity_id,
-                ))
-            }
+            200 => dsm_session(&url, &response.body),
             401 | 403 => bail!(
                 "DSM refused the workload certificate {} (HTTP {}: {}); check that CCM issued it for this build, that it has not expired, and that the DSM app trusts the CCM zone's CA",
                 workload.cert.display(),

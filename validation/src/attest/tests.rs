@@ -526,14 +526,14 @@ fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
     }
 }
 
-/// Runs the scenario `name` and checks requests, exit code, output snapshot and secrets.
-#[track_caller]
-fn check(name: &str) {
-    capture_logs();
+/// The scenario file `name` of tests/data/attest/scenarios/.
+fn load_scenario(name: &str) -> Scenario {
     let path = data_dir().join("scenarios").join(format!("{name}.json"));
-    let scenario: Scenario =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert!(!scenario.about.is_empty());
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A replay server answering with `scenario`'s responses, placeholders filled in.
+fn replay(scenario: &Scenario) -> Server {
     let responses = scenario
         .exchanges
         .iter()
@@ -545,7 +545,16 @@ fn check(name: &str) {
             (exchange.response.status, body)
         })
         .collect();
-    let server = start_replay(responses);
+    start_replay(responses)
+}
+
+/// Runs the scenario `name` and checks requests, exit code, output snapshot and secrets.
+#[track_caller]
+fn check(name: &str) {
+    capture_logs();
+    let scenario = load_scenario(name);
+    assert!(!scenario.about.is_empty());
+    let server = replay(&scenario);
     let outcome = run_command(
         &scenario,
         server.port,
@@ -1073,21 +1082,8 @@ fn key_release_policy_check_results() {
             "no [attestation] section",
         ),
     ] {
-        let path = data_dir().join("scenarios").join(format!("{name}.json"));
-        let scenario: Scenario =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let responses = scenario
-            .exchanges
-            .iter()
-            .map(|exchange| {
-                let body = match &exchange.response.body {
-                    Value::String(text) => placeholders(text),
-                    json => json.to_string(),
-                };
-                (exchange.response.status, body)
-            })
-            .collect();
-        let server = start_replay(responses);
+        let scenario = load_scenario(name);
+        let server = replay(&scenario);
         let prepared = prepare(
             &scenario,
             server.port,
@@ -1120,21 +1116,8 @@ fn validation_stage_checks_key_release() {
             "refused to export \"model-key-llama\" to the attested workload",
         ),
     ] {
-        let path = data_dir().join(format!("scenarios/{name}.json"));
-        let scenario: Scenario =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let responses = scenario
-            .exchanges
-            .iter()
-            .map(|exchange| {
-                let body = match &exchange.response.body {
-                    Value::String(text) => placeholders(text),
-                    json => json.to_string(),
-                };
-                (exchange.response.status, body)
-            })
-            .collect();
-        let server = start_replay(responses);
+        let scenario = load_scenario(name);
+        let server = replay(&scenario);
         let prepared = prepare(
             &scenario,
             server.port,

@@ -104,8 +104,7 @@ pub fn judge(
             "rebuild the image with cargo xtask guest build; do not edit the rendered ruleset",
         ),
         (_, GuestFirewall::Rules(allowed)) => {
-            let mut extra: Vec<&String> = allowed.endpoints.iter().filter(|e| !endpoints.contains(e)).collect();
-            extra.dedup();
+            let extra: Vec<&String> = allowed.endpoints.iter().filter(|e| !endpoints.contains(e)).collect();
             let missing: Vec<&String> = endpoints.iter().filter(|e| !allowed.endpoints.contains(e)).collect();
             if !extra.is_empty() || !missing.is_empty() {
                 let list = |items: &[&String]| if items.is_empty() { "nothing".to_owned() } else { items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") };

@@ -9,10 +9,12 @@
 //! Every rule that lets traffic through carries a `cvm:` comment, so `cargo xtask validate`
 //! (`e2e.egress`) reads the policy back out of the finished image with [`parse`].
 
-use std::{fs, net::Ipv4Addr, os::unix::fs::symlink, path::Path};
+use std::{net::Ipv4Addr, path::Path};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cvm_core::model::{Network, NetworkMode};
+
+use super::overlay::{self, OverlayFile};
 
 /// The ruleset's path in the guest.
 pub const RULESET_IN_GUEST: &str = "etc/cvm/egress.nft";
@@ -188,34 +190,35 @@ pub fn parse(text: &str) -> Result<Allowed, String> {
     Ok(allowed)
 }
 
-/// Writes the ruleset, the unit that loads it, and (when the launch gives the CVM a network)
-/// systemd-networkd's DHCP configuration into the guest tree at `root`.
-pub fn install(root: &Path, network: &Network) -> Result<()> {
-    let write = |relative: &str, contents: &str| -> Result<()> {
-        let path = root.join(relative);
-        fs::create_dir_all(path.parent().expect("has a parent"))
-            .with_context(|| format!("creating the directory of {}", path.display()))?;
-        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+/// Writes `rules` (the [`ruleset`] of `network`), the unit that loads it, and (when the launch
+/// gives the CVM a network) systemd-networkd's DHCP configuration into the guest tree at `root`.
+pub fn install(root: &Path, network: &Network, rules: &str) -> Result<()> {
+    let file = |path: &str, contents: &str| OverlayFile {
+        path: path.to_owned(),
+        contents: contents.as_bytes().to_vec(),
+        mode: 0o644,
     };
-    let link = |target: &str, relative: &str| -> Result<()> {
-        let path = root.join(relative);
-        fs::create_dir_all(path.parent().expect("has a parent"))?;
-        let _ = fs::remove_file(&path);
-        symlink(target, &path).with_context(|| format!("linking {}", path.display()))
-    };
-    write(RULESET_IN_GUEST, &ruleset(network)?)?;
-    write("etc/systemd/system/cvm-egress.service", UNIT)?;
-    link(
+    let mut files = vec![
+        file(RULESET_IN_GUEST, rules),
+        file("etc/systemd/system/cvm-egress.service", UNIT),
+        file(
+            "etc/systemd/system/systemd-networkd.service.d/cvm-egress.conf",
+            NETWORKD_DROP_IN,
+        ),
+    ];
+    let connected = network.mode != NetworkMode::None;
+    if connected {
+        files.push(file("etc/systemd/network/20-cvm.network", NETWORK_FILE));
+    }
+    overlay::write(&files, root)?;
+    overlay::link(
+        root,
         "../cvm-egress.service",
         "etc/systemd/system/sysinit.target.wants/cvm-egress.service",
     )?;
-    write(
-        "etc/systemd/system/systemd-networkd.service.d/cvm-egress.conf",
-        NETWORKD_DROP_IN,
-    )?;
-    if network.mode != NetworkMode::None {
-        write("etc/systemd/network/20-cvm.network", NETWORK_FILE)?;
-        link(
+    if connected {
+        overlay::link(
+            root,
             "/usr/lib/systemd/system/systemd-networkd.service",
             "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
         )?;

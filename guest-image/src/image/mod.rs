@@ -401,7 +401,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     &rootfs_out.kernel_version,
                     profile,
                 )?;
-                egress::install(&tree, &model.model.launch.network)?;
+                egress::install(&tree, &model.model.launch.network, &egress_rules)?;
                 rootfs::install_cvm_status(&tree, &options.cvm_status)?;
                 progress(
                     "Hardened",

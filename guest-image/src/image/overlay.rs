@@ -110,3 +110,15 @@ pub fn write(files: &[OverlayFile], root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes `relative` (under `root`) a symbolic link to `target`, replacing what is there: how a
+/// systemd unit is enabled in a tree that is not running.
+pub fn link(root: &Path, target: &str, relative: &str) -> Result<()> {
+    let path = root.join(relative);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let _ = fs::remove_file(&path);
+    std::os::unix::fs::symlink(target, &path)
+        .with_context(|| format!("linking {} to {target}", path.display()))
+}

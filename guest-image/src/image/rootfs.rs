@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    os::unix::fs::{symlink, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -182,22 +182,28 @@ pub const CVM_STATUS_UNIT: &str =
 /// Installs the readiness binary and its unit, enabled, into the guest tree at `root`. The harden
 /// stage does it, so a changed binary rebuilds from there on, never the root tree.
 pub fn install_cvm_status(root: &Path, cvm_status: &Path) -> Result<()> {
-    let binary = root.join(CVM_STATUS_IN_GUEST);
-    fs::create_dir_all(binary.parent().expect("has a parent"))
-        .with_context(|| format!("creating {}", binary.display()))?;
-    fs::copy(cvm_status, &binary)
-        .with_context(|| format!("copying {} into the guest", cvm_status.display()))?;
-    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))?;
-    let unit = root.join("etc/systemd/system/cvm-status.service");
-    fs::create_dir_all(unit.parent().expect("has a parent"))
-        .with_context(|| format!("creating the directory of {}", unit.display()))?;
-    fs::write(&unit, CVM_STATUS_UNIT).with_context(|| format!("writing {}", unit.display()))?;
-    let wants = root.join("etc/systemd/system/multi-user.target.wants");
-    fs::create_dir_all(&wants)?;
-    let link = wants.join("cvm-status.service");
-    let _ = fs::remove_file(&link);
-    symlink("../cvm-status.service", &link).context("enabling cvm-status.service")?;
-    Ok(())
+    let binary = fs::read(cvm_status)
+        .with_context(|| format!("reading {} for the guest", cvm_status.display()))?;
+    super::overlay::write(
+        &[
+            super::overlay::OverlayFile {
+                path: CVM_STATUS_IN_GUEST.to_owned(),
+                contents: binary,
+                mode: 0o755,
+            },
+            super::overlay::OverlayFile {
+                path: "etc/systemd/system/cvm-status.service".to_owned(),
+                contents: CVM_STATUS_UNIT.as_bytes().to_vec(),
+                mode: 0o644,
+            },
+        ],
+        root,
+    )?;
+    super::overlay::link(
+        root,
+        "../cvm-status.service",
+        "etc/systemd/system/multi-user.target.wants/cvm-status.service",
+    )
 }
 
 /// What the rootfs stage leaves in its directory.

@@ -515,7 +515,8 @@ fn root_with_modules() -> tempfile::TempDir {
     fs::write(&binary, "binary").unwrap();
     rootfs::install_cvm_status(root.path(), &binary).unwrap();
     fs::remove_file(&binary).unwrap();
-    egress::install(root.path(), &cvm_core::model::Network::default()).unwrap();
+    let network = cvm_core::model::Network::default();
+    egress::install(root.path(), &network, &egress::ruleset(&network).unwrap()).unwrap();
     fs::create_dir_all(root.path().join("usr/sbin")).unwrap();
     fs::write(root.path().join("usr/sbin/nft"), "").unwrap();
     root

@@ -556,29 +556,23 @@ impl AttestationProvider for Fortanix {
             status.workload = Some(report);
         }
 
-        if status.export_probe == ExportProbe::NotTried {
+        // The verdict from the metadata, where it decides; else the non-attested probe's above.
+        if seen && !status.key_ops.iter().any(|op| op == "EXPORT") {
+            status.export_probe = ExportProbe::NotTried;
             status.restricted = true;
             status.detail = format!(
                 "{key_name:?} has no EXPORT operation: its value never leaves DSM (workloads use it through wrap/unwrap or decrypt)"
             );
+        } else if api_key.is_none() && seen {
+            status.detail = format!(
+                "{key_name:?} is exportable and no API key of a non-attested app was given; export {} with one (an app outside the attested workloads) so DSM's refusal can be shown",
+                self.api_key_env
+            );
         } else if api_key.is_none() {
-            if seen && !status.key_ops.iter().any(|op| op == "EXPORT") {
-                status.export_probe = ExportProbe::NotTried;
-                status.restricted = true;
-                status.detail = format!(
-                    "{key_name:?} has no EXPORT operation: its value never leaves DSM (workloads use it through wrap/unwrap or decrypt)"
-                );
-            } else if seen {
-                status.detail = format!(
-                    "{key_name:?} is exportable and no API key of a non-attested app was given; export {} with one (an app outside the attested workloads) so DSM's refusal can be shown",
-                    self.api_key_env
-                );
-            } else {
-                status.detail = format!(
-                    "no session saw {key_name:?}, so its operations are unknown; export {} with the API key of a non-attested app that sees the key so DSM's refusal can be shown",
-                    self.api_key_env
-                );
-            }
+            status.detail = format!(
+                "no session saw {key_name:?}, so its operations are unknown; export {} with the API key of a non-attested app that sees the key so DSM's refusal can be shown",
+                self.api_key_env
+            );
         }
         Ok(status)
     }

@@ -548,6 +548,19 @@ fn replay(scenario: &Scenario) -> Server {
     start_replay(responses)
 }
 
+/// The scenario `name`, its replay server, and what a command path needs against it.
+fn serve(name: &str) -> (Scenario, Server, Prepared) {
+    let scenario = load_scenario(name);
+    let server = replay(&scenario);
+    let prepared = prepare(
+        &scenario,
+        server.port,
+        &server.ca_pem,
+        Duration::from_secs(10),
+    );
+    (scenario, server, prepared)
+}
+
 /// Runs the scenario `name` and checks requests, exit code, output snapshot and secrets.
 #[track_caller]
 fn check(name: &str) {
@@ -1082,14 +1095,7 @@ fn key_release_policy_check_results() {
             "no [attestation] section",
         ),
     ] {
-        let scenario = load_scenario(name);
-        let server = replay(&scenario);
-        let prepared = prepare(
-            &scenario,
-            server.port,
-            &server.ca_pem,
-            Duration::from_secs(10),
-        );
+        let (scenario, server, prepared) = serve(name);
         let result =
             super::key_release_policy_check(&prepared.model, &prepared.settings, prepared.env);
         let recorded = server.finish();
@@ -1116,14 +1122,7 @@ fn validation_stage_checks_key_release() {
             "refused to export \"model-key-llama\" to the attested workload",
         ),
     ] {
-        let scenario = load_scenario(name);
-        let server = replay(&scenario);
-        let prepared = prepare(
-            &scenario,
-            server.port,
-            &server.ca_pem,
-            Duration::from_secs(10),
-        );
+        let (scenario, server, prepared) = serve(name);
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let context = crate::stages::Context {
             model: prepared.model,

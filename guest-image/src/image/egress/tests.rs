@@ -2,7 +2,10 @@
 //! [`parse`] to exactly the model's endpoints, refused when edited by hand, and accepted by the
 //! real `nft --check` (in an empty network namespace) where nftables is installed.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use cvm_core::{
     cmd::Cmd,
@@ -111,7 +114,8 @@ fn an_endpoint_too_long_for_a_comment_is_refused_with_its_key() {
 fn install_writes_the_ruleset_unit_and_dhcp_only_with_a_network() {
     for (mode, dhcp) in [(NetworkMode::None, false), (NetworkMode::User, true)] {
         let root = tempfile::tempdir().unwrap();
-        install(root.path(), &network(mode, &[])).unwrap();
+        let network = network(mode, &[]);
+        install(root.path(), &network, &ruleset(&network).unwrap()).unwrap();
         let text = fs::read_to_string(root.path().join(RULESET_IN_GUEST)).unwrap();
         assert_eq!(parse(&text).unwrap().dhcp, dhcp);
         let wants = root

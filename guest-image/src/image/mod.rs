@@ -726,11 +726,12 @@ pub fn require_artifacts(dir: &Path) -> Result<()> {
 /// target can be installed here).
 pub const CVM_STATUS_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds the static `cvm-status` binary of this workspace with cargo (offline: its dependencies
-/// are the workspace's, already fetched to build the caller) and returns its path. It has
+/// Builds the static `cvm-status` binary of this workspace with cargo and returns its path. It has
 /// its own target directory (`target/cvm-status`) so that it can be built while another cargo
-/// (a running `cargo test`) holds the lock of the main one.
-pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
+/// (a running `cargo test`) holds the lock of the main one. `offline` (the build's `--offline`)
+/// forbids cargo the network; otherwise cargo fetches what building the caller did not (the
+/// binary's target and feature set can need crates the caller's build did not download).
+pub fn build_cvm_status(workspace: &Path, offline: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = workspace.join("target/cvm-status");
     Cmd::new(cargo)
@@ -740,10 +741,10 @@ pub fn build_cvm_status(workspace: &Path) -> Result<PathBuf> {
             "--quiet",
             "--release",
             "--locked",
-            "--offline",
             "-p",
             "guest-image",
         ])
+        .args(offline.then_some("--offline"))
         .args(["--bin", "cvm-status", "--target", CVM_STATUS_TARGET])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env(

@@ -43,7 +43,7 @@ fn built(test: &str) -> Option<&'static PathBuf> {
         cvm_core::deps::ensure(&requirements, InstallPolicy::Refuse)
             .map_err(|err| format!("{err:#}"))?;
         let model = gpu_model();
-        let cvm_status = image::build_cvm_status(&workspace()).map_err(|err| format!("{err:#}"))?;
+        let cvm_status = image::build_cvm_status(&workspace(), false).map_err(|err| format!("{err:#}"))?;
         let report = image::build(
             &model,
             image::BuildOptions {

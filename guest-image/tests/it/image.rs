@@ -186,7 +186,7 @@ fn build_with(out: &Path, no_cache: bool, offline: bool, source: Source) -> anyh
         model.model.guest.mirror = Some(mirror);
     }
     let distro = distro(source, None)?;
-    let cvm_status = image::build_cvm_status(&workspace())?;
+    let cvm_status = image::build_cvm_status(&workspace(), false)?;
     let report = image::build(
         &model,
         image::BuildOptions {

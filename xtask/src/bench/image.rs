@@ -13,7 +13,7 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
     let model = cvm_core::model::load(args.model.config.as_deref())?;
     cvm_core::deps::ensure(image::BUILD_REQUIREMENTS, InstallPolicy::Install)
         .context("checking the host tools the image build needs")?;
-    let cvm_status = image::build_cvm_status(&project_root())?;
+    let cvm_status = image::build_cvm_status(&project_root(), false)?;
     let work = project_root().join("target/cvm-bench");
     let lock_path = image::default_lock_path(&model, &project_root().join("target"));
     let options = |out, no_cache| image::BuildOptions {

@@ -11,8 +11,14 @@ use crate::{flags::BenchImageArgs, print_json, project_root};
 
 pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
     let model = cvm_core::model::load(args.model.config.as_deref())?;
-    cvm_core::deps::ensure(image::BUILD_REQUIREMENTS, InstallPolicy::Install)
-        .context("checking the host tools the image build needs")?;
+    // The benchmark builds and boots: it needs the build's tools and QEMU with OVMF.
+    let requirements: Vec<&str> = image::BUILD_REQUIREMENTS
+        .iter()
+        .chain(image::BOOT_REQUIREMENTS)
+        .copied()
+        .collect();
+    cvm_core::deps::ensure(&requirements, InstallPolicy::Install)
+        .context("checking the host tools the image build and boot need")?;
     let cvm_status = image::build_cvm_status(&project_root(), false)?;
     let work = project_root().join("target/cvm-bench");
     let lock_path = image::default_lock_path(&model, &project_root().join("target"));

@@ -100,7 +100,26 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         "objcopy",
         tool("objcopy", "binutils", "inspecting PE sections of the UKI"),
     ),
-    ("zstd", tool("zstd", "zstd", "compressing the initrd")),
+    (
+        "zstd",
+        tool(
+            "zstd",
+            "zstd",
+            "decompressing kernel modules for the initrd",
+        ),
+    ),
+    (
+        "cpio",
+        tool("cpio", "cpio", "reading initrd archives in tests"),
+    ),
+    (
+        "xz",
+        tool(
+            "xz",
+            "xz-utils",
+            "decompressing kernel modules for the initrd",
+        ),
+    ),
     (
         "setpriv",
         tool(

@@ -16,7 +16,8 @@ use crate::{flags::CiArgs, project_root};
 /// cvm_core::deps::REQUIREMENTS).
 const TEST_REQUIREMENTS: &[&str] = &[
     "shellcheck",
-    "nft", // guest-image: nft --check on the rendered guest firewall.
+    "nft",  // guest-image: nft --check on the rendered guest firewall.
+    "cpio", // guest-image: the initrd archive read back by cpio.
     "virt-xml-validate",
     "xmllint",
     "qemu-system-x86_64",

@@ -31,7 +31,7 @@ fn options(
     };
     cvm_core::deps::ensure(image::BUILD_REQUIREMENTS, policy)
         .context("checking the host tools the image build needs")?;
-    let cvm_status = image::build_cvm_status(&project_root(), offline)?;
+    let binaries = image::build_guest_binaries(&project_root(), offline)?;
     Ok(image::BuildOptions {
         out: out.unwrap_or_else(|| crate::default_artifacts(&model.model.deployment.name)),
         cache: project_root().join("target/cvm-cache"),
@@ -39,7 +39,7 @@ fn options(
         locked,
         offline,
         no_cache,
-        cvm_status,
+        binaries,
         lock_only,
         distro: image::Distro::Ubuntu,
     })

@@ -14,6 +14,7 @@ pub mod distro;
 pub mod egress;
 pub mod gpu;
 pub mod harden;
+pub mod initrd;
 pub mod local_repo;
 pub mod lock;
 pub mod manifest;
@@ -57,6 +58,10 @@ pub const BUILD_REQUIREMENTS: &[&str] = &[
     "sfdisk",
     "qemu-img",
     "dpkg-deb",
+    // The initrd stage decompresses the kernel modules it packs (Ubuntu's are .ko.zst,
+    // Debian's .ko.xz).
+    "zstd",
+    "xz",
 ];
 
 /// The host tools `guest boot` runs.
@@ -76,8 +81,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Build from the lock and the package cache alone, with no network access.
     pub offline: bool,
-    /// The statically linked readiness binary to install in the guest.
-    pub cvm_status: PathBuf,
+    /// The statically linked guest binaries (readiness unit, initrd /init).
+    pub binaries: GuestBinaries,
     /// Stop after resolving the lock (`guest lock`).
     pub lock_only: bool,
     /// Where the packages come from: [`Distro::Ubuntu`] (the model's suite) for every product
@@ -258,8 +263,10 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let tools = tool_versions();
     let tools_text: String = tools.iter().map(|(t, v)| format!("{t}={v}\n")).collect();
     let existing_lock = read_lock(&options.lock_path)?;
-    let cvm_status = fs::read(&options.cvm_status)
-        .with_context(|| format!("reading {}", options.cvm_status.display()))?;
+    let cvm_status = fs::read(&options.binaries.status)
+        .with_context(|| format!("reading {}", options.binaries.status.display()))?;
+    let cvm_init = fs::read(&options.binaries.init)
+        .with_context(|| format!("reading {}", options.binaries.init.display()))?;
     let extra_files = overlay::collect(model)?;
     let profile = guest.profile;
     let mut timer = Timer { stages: Vec::new() };
@@ -277,7 +284,6 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             "kernel-hook",
             &rootfs::kernel_image_hook(distro.kernel(&model.model), None),
         )
-        .text("initrd-hook", rootfs::INITRD_HOOK)
         .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())
         .text("tools", &tools_text)
@@ -338,8 +344,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                 Ok(())
             },
         )?;
-        let size = file_size(&stage.path.join("initrd.img"));
-        Ok((stage.path, stage.cached, size))
+        Ok((stage.path, stage.cached, None))
     })?;
     let rootfs_out = rootfs::output(&rootfs_dir)?;
     update_lock(&options, existing_lock.as_ref(), &rootfs_out.lock)?;
@@ -402,7 +407,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     profile,
                 )?;
                 egress::install(&tree, &model.model.launch.network, &egress_rules)?;
-                rootfs::install_cvm_status(&tree, &options.cvm_status)?;
+                rootfs::install_cvm_status(&tree, &options.binaries.status)?;
                 progress(
                     "Hardened",
                     &format!(
@@ -414,6 +419,41 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             },
         )?;
         Ok((stage.path, stage.cached, None))
+    })?;
+
+    // Stage initrd: our /init and the modules it loads, taken from the hardened tree (so the
+    // initrd's modules are the root's own files).
+    let initrd_key = KeyBuilder::new("initrd", Some(&harden_key))
+        .text("format", initrd::FORMAT_VERSION)
+        .text("modules", &initrd::BOOT_MODULES.join(","))
+        .bytes("cvm-init", &cvm_init)
+        .finish();
+    let initrd_dir = timer.run("initrd", || {
+        let stage = cache.stage(
+            "initrd",
+            &initrd_key,
+            |_| true,
+            |dir| {
+                let report = initrd::build(
+                    &harden_dir.join("tree"),
+                    &rootfs_out.kernel_version,
+                    &cvm_init,
+                    epoch,
+                    &dir.join("initrd.img"),
+                )?;
+                progress(
+                    "Initrd",
+                    &format!(
+                        "/init and {} module(s): {}",
+                        report.modules.len(),
+                        report.modules.join(", ")
+                    ),
+                );
+                Ok(())
+            },
+        )?;
+        let size = file_size(&stage.path.join("initrd.img"));
+        Ok((stage.path, stage.cached, size))
     })?;
 
     let image_key = KeyBuilder::new("root-image", Some(&harden_key)).finish();
@@ -434,6 +474,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
 
     let cmdline = kernel_cmdline(&root_hash, &guest.extra_cmdline);
     let uki_key = KeyBuilder::new("uki", Some(&image_key))
+        .text("initrd", &initrd_key)
         .text("cmdline", &cmdline)
         .finish();
     let uki_dir = timer.run("uki", || {
@@ -453,7 +494,8 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                         osrel: &osrel,
                         cmdline: cmdline.as_bytes(),
                         uname: rootfs_out.kernel_version.as_bytes(),
-                        initrd: &read("initrd.img")?,
+                        initrd: &fs::read(initrd_dir.join("initrd.img"))
+                            .context("reading initrd.img")?,
                         linux: &read("vmlinuz")?,
                     },
                 )?;
@@ -722,16 +764,26 @@ pub fn require_artifacts(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The Rust target the readiness binary is built for (statically linked with glibc: no musl
+/// The Rust target the guest binaries are built for (statically linked with glibc: no musl
 /// target can be installed here).
-pub const CVM_STATUS_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const GUEST_BINARY_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds the static `cvm-status` binary of this workspace with cargo and returns its path. It has
-/// its own target directory (`target/cvm-status`) so that it can be built while another cargo
-/// (a running `cargo test`) holds the lock of the main one. `offline` (the build's `--offline`)
-/// forbids cargo the network; otherwise cargo fetches what building the caller did not (the
-/// binary's target and feature set can need crates the caller's build did not download).
-pub fn build_cvm_status(workspace: &Path, offline: bool) -> Result<PathBuf> {
+/// The statically linked binaries of this workspace that go into the guest.
+#[derive(Debug, Clone)]
+pub struct GuestBinaries {
+    /// `cvm-status`, the readiness unit's binary.
+    pub status: PathBuf,
+    /// `cvm-init`, the initrd's `/init`.
+    pub init: PathBuf,
+}
+
+/// Builds the static guest binaries of this workspace (`cvm-status`, `cvm-init`) with cargo and
+/// returns their paths. They have their own target directory (`target/cvm-status`) so that they
+/// can be built while another cargo (a running `cargo test`) holds the lock of the main one.
+/// `offline` (the build's `--offline`) forbids cargo the network; otherwise cargo fetches what
+/// building the caller did not (the binaries' target and feature set can need crates the caller's
+/// build did not download).
+pub fn build_guest_binaries(workspace: &Path, offline: bool) -> Result<GuestBinaries> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = workspace.join("target/cvm-status");
     Cmd::new(cargo)
@@ -745,7 +797,8 @@ pub fn build_cvm_status(workspace: &Path, offline: bool) -> Result<PathBuf> {
             "guest-image",
         ])
         .args(offline.then_some("--offline"))
-        .args(["--bin", "cvm-status", "--target", CVM_STATUS_TARGET])
+        .args(["--bin", "cvm-status", "--bin", "cvm-init"])
+        .args(["--target", GUEST_BINARY_TARGET])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env(
             "RUSTFLAGS",
@@ -753,10 +806,12 @@ pub fn build_cvm_status(workspace: &Path, offline: bool) -> Result<PathBuf> {
         )
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .run()
-        .context("building the static cvm-status binary for the guest")?;
-    Ok(target_dir
-        .join(CVM_STATUS_TARGET)
-        .join("release/cvm-status"))
+        .context("building the static guest binaries (cvm-status, cvm-init)")?;
+    let release = target_dir.join(GUEST_BINARY_TARGET).join("release");
+    Ok(GuestBinaries {
+        status: release.join("cvm-status"),
+        init: release.join("cvm-init"),
+    })
 }
 
 /// Prints the final table of stages, times and sizes on stderr.

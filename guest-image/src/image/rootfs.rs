@@ -1,6 +1,6 @@
-//! The `rootfs` stage: mmdebstrap builds the guest tree (with the initrd, made by the guest's own
-//! initramfs-tools and our verity hook) and downloads the build-side packages (firmware, UKI stub);
-//! the installed closure is then locked against the signed indexes apt verified.
+//! The `rootfs` stage: mmdebstrap builds the guest tree and downloads the build-side packages
+//! (firmware, UKI stub); the installed closure is then locked against the signed indexes apt
+//! verified. The initrd is a stage of its own (initrd.rs), made from this tree's kernel modules.
 
 use std::{
     fs,
@@ -23,8 +23,6 @@ pub const BASE_PACKAGES: &[&str] = &[
     "udev",
     "kmod",
     "ca-certificates",
-    "initramfs-tools",
-    "zstd",
     // Loads the guest firewall (egress.rs).
     "nftables",
 ];
@@ -49,26 +47,6 @@ pub struct GuestFile {
 /// The files we add to the guest, embedded from templates/guest/.
 pub const GUEST_FILES: &[GuestFile] = &[
     GuestFile {
-        path: "etc/initramfs-tools/hooks/cvm-verity",
-        contents: include_str!("../../../templates/guest/initramfs/hooks/cvm-verity"),
-        mode: 0o755,
-    },
-    GuestFile {
-        path: "etc/initramfs-tools/hooks/zz-cvm-prune",
-        contents: include_str!("../../../templates/guest/initramfs/hooks/zz-cvm-prune"),
-        mode: 0o755,
-    },
-    GuestFile {
-        path: "etc/initramfs-tools/scripts/local-top/cvm-verity",
-        contents: include_str!("../../../templates/guest/initramfs/scripts/local-top/cvm-verity"),
-        mode: 0o755,
-    },
-    GuestFile {
-        path: "etc/initramfs-tools/conf.d/cvm.conf",
-        contents: include_str!("../../../templates/guest/initramfs/conf.d/cvm.conf"),
-        mode: 0o644,
-    },
-    GuestFile {
         path: "etc/systemd/system/emergency.service.d/cvm-no-shell.conf",
         contents: include_str!("../../../templates/guest/systemd/cvm-no-shell.conf"),
         mode: 0o644,
@@ -80,16 +58,8 @@ pub const GUEST_FILES: &[GuestFile] = &[
     },
 ];
 
-/// The mmdebstrap customize hook that generates the guest's initrd, once every package (and so
-/// every module) is installed: with the guest's own initramfs-tools and our hooks, for each kernel
-/// in the tree (a module tree with its image in /boot). SOURCE_DATE_EPOCH makes it reproducible.
-pub const INITRD_HOOK: &str = "set -e; for dir in \"$1\"/usr/lib/modules/*; do kver=${dir##*/}; \
-    [ -e \"$1/boot/vmlinuz-$kver\" ] || continue; \
-    chroot \"$1\" env -u INITRD update-initramfs -c -k \"$kver\" >&2; done";
-
-/// Modules the initrd needs to open the dm-verity root (the cvm-verity hook adds them; its
-/// `manual_add_modules` skips a missing one silently, so the build checks them itself).
-pub const BOOT_MODULES: &[&str] = &["dm-verity", "erofs", "virtio_blk", "virtio_pci"];
+/// Modules the initrd needs to open the dm-verity root (see [`super::initrd`]).
+pub use super::initrd::BOOT_MODULES;
 /// The TEE guest drivers that give the guest its attestation reports. A kernel without them still
 /// boots (the emulated boot tests need neither), so their absence is reported, not fatal.
 pub const TEE_MODULES: &[&str] = &["sev-guest", "tdx-guest"];
@@ -231,7 +201,7 @@ pub struct RootfsInputs<'a> {
     pub extra_files: &'a [super::overlay::OverlayFile],
 }
 
-/// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,initrd.img,kernel-version,
+/// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,kernel-version,
 /// packages.lock,firmware.fd,stub.efi}`.
 pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
     let distro = inputs.distro;
@@ -247,22 +217,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     let early = stage.join("early");
     let overlay = stage.join("overlay");
     let tree = stage.join("tree");
-    fs::create_dir_all(early.join("etc/initramfs-tools/conf.d"))?;
     fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
     fs::create_dir_all(early.join("var/cache/apt/archives"))?;
-    // The initramfs configuration and hooks go in before any package is installed. No package's
-    // maintainer scripts generate an initrd (INITRD=No, below): the kernel, its extra modules and
-    // the NVIDIA modules each trigger one otherwise, before all the modules are there.
-    // INITRD_HOOK generates it once, when every package is in.
-    for file in GUEST_FILES
-        .iter()
-        .filter(|f| f.path.starts_with("etc/initramfs-tools/"))
-    {
-        let path = early.join(file.path);
-        fs::create_dir_all(path.parent().expect("has a parent"))?;
-        fs::write(&path, file.contents).with_context(|| format!("writing {}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))?;
-    }
     if let Some(lock) = inputs.lock {
         fs::write(
             early.join("etc/apt/preferences.d/cvm-lock.pref"),
@@ -339,7 +295,6 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 super::gpu::install_hook(&model.guest.gpu.driver)
             )
         }))
-        .arg(format!("--customize-hook={INITRD_HOOK}"))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             q(inputs.deb_cache)
@@ -348,7 +303,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),
         )
-        // /etc/kernel/postinst.d/initramfs-tools skips its generation when INITRD is No.
+        // The initrd is our own (initrd.rs). Should a model's packages bring initramfs-tools in,
+        // its kernel hook (/etc/kernel/postinst.d/initramfs-tools) skips generating one when
+        // INITRD is No.
         .env("INITRD", "No");
     if let Some(keyring) = distro.keyring(model) {
         command = command.arg(format!("--keyring={keyring}"));
@@ -411,11 +368,6 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         stage.join("vmlinuz"),
     )
     .context("copying the kernel out of the guest tree")?;
-    fs::copy(
-        tree.join(format!("boot/initrd.img-{kernel_version}")),
-        stage.join("initrd.img"),
-    )
-    .context("copying the initrd out of the guest tree")?;
     fs::write(stage.join("kernel-version"), kernel_version)?;
     let module_tree = modules.join(kernel_version);
     let missing = missing_modules(&module_tree, BOOT_MODULES)?;

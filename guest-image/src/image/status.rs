@@ -57,6 +57,7 @@ pub fn find_in_log(log: &str) -> Option<Result<CvmStatus, String>> {
 pub fn boot_failure(log: &str) -> Option<String> {
     const MARKERS: &[&str] = &[
         "is corrupted",
+        "cvm-init: cannot boot",
         "cvm-verity: dm-verity refused",
         "cvm-verity: root devices",
         "Gave up waiting for root",

@@ -637,3 +637,190 @@ fn the_nvidia_kernel_hook_installs_only_the_resolved_image() {
         "{err:#}"
     );
 }
+
+#[test]
+fn initrd_modules_load_dependencies_first_and_built_ins_need_nothing() {
+    let index = harden::ModuleIndex::read(&data("modules/6.17.0-42-generic")).unwrap();
+    // dm-mod, virtio_blk and virtio_pci are built into Ubuntu's kernel; dm-verity needs dm-bufio.
+    let order = initrd::load_order(&index, initrd::BOOT_MODULES).unwrap();
+    assert_eq!(
+        order,
+        [
+            ("dm_bufio", "kernel/drivers/md/dm-bufio.ko.zst"),
+            ("dm_verity", "kernel/drivers/md/dm-verity.ko.zst"),
+            ("erofs", "kernel/fs/erofs/erofs.ko.zst"),
+        ]
+        .map(|(name, path)| (name.to_owned(), path.to_owned()))
+    );
+    // A shared dependency is loaded once, before the first module that needs it.
+    let order = initrd::load_order(&index, &["sev-guest", "tdx_guest"]).unwrap();
+    let names: Vec<&str> = order.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["tsm_report", "sev_guest", "tdx_guest"]);
+    let err = initrd::load_order(&index, &["dm-verity", "zfs"]).unwrap_err();
+    assert!(format!("{err}").contains("no module \"zfs\""), "{err}");
+}
+
+#[test]
+fn the_initrd_archive_is_newc_that_cpio_lists_and_extracts() {
+    let mut archive = initrd::Cpio::new(1_700_000_000);
+    archive.dir("dev");
+    archive.char_device("dev/console", 0o600, 5, 1);
+    archive.dir("lib");
+    archive.file("lib/00-a.ko", 0o644, b"module bytes");
+    archive.file("init", 0o755, b"\x7fELF init");
+    let bytes = archive.finish();
+    assert_eq!(bytes.len() % 4, 0);
+    let listing = Cmd::new("cpio")
+        .args(["-t", "-v", "--quiet"])
+        .stdin_bytes(bytes.clone())
+        .read()
+        .unwrap();
+    let entries: Vec<(&str, &str)> = listing
+        .lines()
+        .map(|line| {
+            let mode = line.split_whitespace().next().unwrap();
+            (mode, line.rsplit(' ').next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("drwxr-xr-x", "dev"),
+            ("crw-------", "dev/console"),
+            ("drwxr-xr-x", "lib"),
+            ("-rw-r--r--", "lib/00-a.ko"),
+            ("-rwxr-xr-x", "init"),
+        ]
+    );
+    assert!(listing.contains("5,   1"), "{listing}");
+    let dir = tempfile::tempdir().unwrap();
+    Cmd::new("cpio")
+        .args(["-i", "-d", "-m", "--quiet", "--no-absolute-filenames"])
+        .current_dir(dir.path())
+        .stdin_bytes(bytes)
+        .run()
+        .unwrap();
+    assert_eq!(
+        fs::read(dir.path().join("lib/00-a.ko")).unwrap(),
+        b"module bytes"
+    );
+    let init = fs::metadata(dir.path().join("init")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((init.mode() & 0o7777, init.mtime()), (0o755, 1_700_000_000));
+    let console = fs::symlink_metadata(dir.path().join("dev/console")).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(console.file_type().is_char_device());
+    assert_eq!(console.rdev(), libc::makedev(5, 1));
+}
+
+#[test]
+fn init_reads_the_superblock_veritysetup_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data_file, hash_file) = (dir.path().join("data"), dir.path().join("hash"));
+    fs::write(&data_file, vec![0x5a; 16 * 4096]).unwrap();
+    let out = Cmd::new("veritysetup")
+        .args([
+            "format",
+            "--salt=0011223344556677",
+            "--uuid=11111111-2222-4333-8444-555555555555",
+        ])
+        .arg(&data_file)
+        .arg(&hash_file)
+        .read()
+        .unwrap();
+    let root_hash = out
+        .lines()
+        .find_map(|line| line.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let block = fs::read(&hash_file).unwrap();
+    let sb = initrd::VeritySuperblock::parse(&block[..512]).unwrap();
+    assert_eq!(
+        (
+            sb.hash_type,
+            sb.data_block_size,
+            sb.hash_block_size,
+            sb.data_blocks
+        ),
+        (1, 4096, 4096, 16)
+    );
+    assert_eq!(sb.sectors(), 128);
+    assert_eq!(
+        sb.dm_uuid(),
+        "CRYPT-VERITY-11111111222243338444555555555555-root"
+    );
+    assert_eq!(
+        sb.table("/dev/vda2", "/dev/vda3", &root_hash),
+        format!("1 /dev/vda2 /dev/vda3 4096 4096 16 1 sha256 {root_hash} 0011223344556677")
+    );
+    // Not a superblock, a truncated one, and a corrupted block size are refused.
+    assert!(initrd::VeritySuperblock::parse(&[0u8; 512]).is_err());
+    assert!(initrd::VeritySuperblock::parse(&block[..100]).is_err());
+    let mut bad = block[..512].to_vec();
+    bad[64] = 3;
+    assert!(initrd::VeritySuperblock::parse(&bad).is_err());
+}
+
+#[test]
+fn init_takes_the_root_from_the_kernel_command_line() {
+    let hash = "ab".repeat(32);
+    let parsed = initrd::InitCmdline::parse(&format!(
+        "console=ttyS0 root=/dev/mapper/root cvm.roothash={hash} cvm.verity_hash=/dev/vdb ro"
+    ))
+    .unwrap();
+    assert_eq!(
+        parsed,
+        initrd::InitCmdline {
+            root_hash: hash.clone(),
+            data: "PARTLABEL=root".to_owned(),
+            hash: "/dev/vdb".to_owned(),
+            fstype: "erofs".to_owned(),
+            init: "/sbin/init".to_owned(),
+        }
+    );
+    // What the build writes parses back.
+    let built = kernel_cmdline(&hash, &[]);
+    let parsed = initrd::InitCmdline::parse(&built).unwrap();
+    assert_eq!(
+        (parsed.data.as_str(), parsed.hash.as_str()),
+        ("PARTLABEL=root", "PARTLABEL=root-verity")
+    );
+    let err = initrd::InitCmdline::parse("console=ttyS0 ro").unwrap_err();
+    assert!(err.contains("no cvm.roothash="), "{err}");
+    let err = initrd::InitCmdline::parse("cvm.roothash=xyz").unwrap_err();
+    assert!(err.contains("not a hex digest"), "{err}");
+    assert_eq!(
+        initrd::uevent_field("MAJOR=252\nDEVNAME=vda2\nPARTNAME=root\n", "PARTNAME="),
+        Some("root")
+    );
+}
+
+#[test]
+fn init_speaks_the_device_mapper_ioctl_layout() {
+    // The request numbers strace and libdevmapper use.
+    assert_eq!(initrd::DM_DEV_CREATE, 0xc138_fd03);
+    assert_eq!(initrd::DM_DEV_SUSPEND, 0xc138_fd06);
+    assert_eq!(initrd::DM_TABLE_LOAD, 0xc138_fd09);
+    let words = initrd::dm_ioctl_buffer(
+        "CRYPT-VERITY-ab-root",
+        initrd::DM_READONLY_FLAG,
+        Some(("verity", 128, "1 a b")),
+    )
+    .unwrap();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(u32_at(0), 4, "interface version");
+    assert_eq!(u32_at(12) as usize, bytes.len(), "data_size");
+    assert_eq!((u32_at(16), u32_at(20), u32_at(28)), (312, 1, 1));
+    assert_eq!(&bytes[48..53], b"root\0");
+    assert_eq!(&bytes[176..197], b"CRYPT-VERITY-ab-root\0");
+    assert_eq!(u64::from_le_bytes(bytes[320..328].try_into().unwrap()), 128);
+    assert_eq!(&bytes[336..343], b"verity\0");
+    assert_eq!(&bytes[352..358], b"1 a b\0");
+    // The answer's dev field, as huge_encode_dev writes it.
+    let mut answer = vec![0u64; 40];
+    answer[5] = (253 << 8) | (300 & 0xff) | ((300 & !0xff) << 12);
+    assert_eq!(initrd::dm_answer_device(&answer), (253, 300));
+    assert!(initrd::dm_ioctl_buffer(&"x".repeat(129), 0, None).is_err());
+}

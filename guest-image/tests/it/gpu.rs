@@ -43,7 +43,8 @@ fn built(test: &str) -> Option<&'static PathBuf> {
         cvm_core::deps::ensure(&requirements, InstallPolicy::Refuse)
             .map_err(|err| format!("{err:#}"))?;
         let model = gpu_model();
-        let cvm_status = image::build_cvm_status(&workspace(), false).map_err(|err| format!("{err:#}"))?;
+        let binaries =
+            image::build_guest_binaries(&workspace(), false).map_err(|err| format!("{err:#}"))?;
         let report = image::build(
             &model,
             image::BuildOptions {
@@ -53,7 +54,7 @@ fn built(test: &str) -> Option<&'static PathBuf> {
                 locked: false,
                 no_cache: false,
                 offline: false,
-                cvm_status,
+                binaries,
                 lock_only: false,
                 distro: image::Distro::Ubuntu,
             },

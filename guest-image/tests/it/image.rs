@@ -186,7 +186,7 @@ fn build_with(out: &Path, no_cache: bool, offline: bool, source: Source) -> anyh
         model.model.guest.mirror = Some(mirror);
     }
     let distro = distro(source, None)?;
-    let cvm_status = image::build_cvm_status(&workspace(), false)?;
+    let binaries = image::build_guest_binaries(&workspace(), false)?;
     let report = image::build(
         &model,
         image::BuildOptions {
@@ -196,7 +196,7 @@ fn build_with(out: &Path, no_cache: bool, offline: bool, source: Source) -> anyh
             locked: false,
             no_cache,
             offline,
-            cvm_status,
+            binaries,
             lock_only: false,
             distro,
         },

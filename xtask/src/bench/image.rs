@@ -19,7 +19,7 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
         .collect();
     cvm_core::deps::ensure(&requirements, InstallPolicy::Install)
         .context("checking the host tools the image build and boot need")?;
-    let cvm_status = image::build_cvm_status(&project_root(), false)?;
+    let binaries = image::build_guest_binaries(&project_root(), false)?;
     let work = project_root().join("target/cvm-bench");
     let lock_path = image::default_lock_path(&model, &project_root().join("target"));
     let options = |out, no_cache| image::BuildOptions {
@@ -29,7 +29,7 @@ pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
         locked: false,
         offline: false,
         no_cache,
-        cvm_status: cvm_status.clone(),
+        binaries: binaries.clone(),
         lock_only: false,
         distro: image::Distro::Ubuntu,
     };

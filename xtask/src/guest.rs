@@ -98,10 +98,18 @@ pub fn run(command: GuestCommand) -> Result<ExitCode> {
             let mut results = Vec::new();
             for mode in [boot::BootMode::Disk, boot::BootMode::Direct] {
                 eprintln!(
-                    "{:>12} {} boot of {}",
+                    "{:>12} {} boot of {}{}",
                     "Booting",
                     mode.as_str(),
-                    artifacts.display()
+                    artifacts.display(),
+                    if mode == boot::BootMode::Direct {
+                        format!(
+                            " with {} (firmware.fd loads -kernel only under SEV)",
+                            boot::HOST_OVMF
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 let outcome = boot::boot(&boot::BootRequest {
                     model: &model,

@@ -51,6 +51,13 @@ pub enum Accel {
 /// Host firmware for the KVM probe (Debian/Ubuntu ovmf package).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 
+/// The host's generic OVMF (one image, for `-bios`; Debian/Ubuntu ovmf package), which the
+/// emulated direct boot uses: the AmdSev build in firmware.fd loads a `-kernel` blob only when
+/// an SEV launch has put the kernel hashes table in encrypted memory (edk2's
+/// BlobVerifierLibSevHashes refuses it otherwise) and then boots the disk's ESP instead, so an
+/// emulated direct boot with it would not boot the UKI it names.
+pub const HOST_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
 /// One boot to run.
 pub struct BootRequest<'a> {
     /// The model the artifacts were built from: vCPUs, memory and firmware come from it, as in
@@ -153,9 +160,15 @@ pub fn qemu_command(request: &BootRequest<'_>) -> Result<Cmd> {
         BootMode::Disk => cvm_core::model::BootMode::Disk,
         BootMode::Direct => cvm_core::model::BootMode::DirectUki,
     };
-    let firmware = match &model.model.launch.firmware {
-        Some(firmware) => model.resolve(&firmware.path),
-        None => request.artifacts.join(launch::FIRMWARE_FILE),
+    let firmware = match (request.mode, &model.model.launch.firmware) {
+        (BootMode::Direct, _) => {
+            if !Path::new(HOST_OVMF).is_file() {
+                bail!("{HOST_OVMF} is missing: the emulated direct boot needs the host's generic OVMF; install the ovmf package");
+            }
+            PathBuf::from(HOST_OVMF)
+        }
+        (BootMode::Disk, Some(firmware)) => model.resolve(&firmware.path),
+        (BootMode::Disk, None) => request.artifacts.join(launch::FIRMWARE_FILE),
     };
     let uki = request.artifacts.join("uki.efi");
     let paths = LaunchPaths {

@@ -390,18 +390,56 @@ fn boots_the_uki_directly() {
     let Some(built) = built("boots_the_uki_directly") else {
         return;
     };
-    let outcome = boot_it(
-        &built.out,
-        built.out.join("disk.qcow2"),
-        boot::BootMode::Direct,
-        "direct",
-    );
+    // The ESP is zeroed in the copy, so only the `-kernel` UKI can boot: a firmware that fell
+    // back to the disk would find nothing to boot.
+    let work = tempfile::tempdir_in(workspace().join("target")).unwrap();
+    let disk = modified_disk(&built.out, work.path(), |file, partitions| {
+        let esp = partitions.iter().find(|p| p.name == "esp").unwrap();
+        file.seek(SeekFrom::Start(esp.offset)).unwrap();
+        file.write_all(&vec![0; esp.length as usize]).unwrap();
+    });
+    let outcome = boot_it(&built.out, disk, boot::BootMode::Direct, "direct");
     assert!(
         outcome.ok(),
         "{:?}\n{}",
         outcome.failure,
         boot::log_tail(&outcome.serial_log, 30)
     );
+    // The kernel unpacked the UKI's own initrd (ours: a few MB, not a stock one).
+    let log = fs::read_to_string(&outcome.serial_log).unwrap();
+    assert!(
+        log.contains("cvm-init: opening the dm-verity root"),
+        "{log}"
+    );
+}
+
+/// A qcow2 copy of the built disk (in `work`) after `edit` changed its raw bytes; `edit` gets
+/// the raw file and its GPT partitions.
+fn modified_disk(
+    out: &Path,
+    work: &Path,
+    edit: impl FnOnce(&mut fs::File, &[disk::GptEntry]),
+) -> PathBuf {
+    let raw = work.join("disk.raw");
+    Cmd::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(out.join("disk.qcow2"))
+        .arg(&raw)
+        .run()
+        .unwrap();
+    {
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&raw)
+            .unwrap();
+        let partitions = disk::read_gpt(&mut file).unwrap();
+        edit(&mut file, &partitions);
+    }
+    let modified = work.join("modified.qcow2");
+    disk::to_qcow2(&raw, &modified).unwrap();
+    fs::remove_file(&raw).unwrap();
+    modified
 }
 
 #[test]
@@ -413,24 +451,8 @@ fn a_tampered_root_fails_with_a_dm_verity_message() {
         return;
     };
     let work = tempfile::tempdir_in(workspace().join("target")).unwrap();
-    let raw = work.path().join("disk.raw");
-    Cmd::new("qemu-img")
-        .args(["convert", "-f", "qcow2", "-O", "raw"])
-        .arg(built.out.join("disk.qcow2"))
-        .arg(&raw)
-        .run()
-        .unwrap();
-    {
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&raw)
-            .unwrap();
-        let root = disk::read_gpt(&mut file)
-            .unwrap()
-            .into_iter()
-            .find(|entry| entry.name == "root")
-            .unwrap();
+    let tampered = modified_disk(&built.out, work.path(), |file, partitions| {
+        let root = partitions.iter().find(|p| p.name == "root").unwrap();
         // Byte 1024 is the erofs superblock's magic: every mount reads it.
         let at = root.offset + 1024;
         let mut byte = [0u8];
@@ -438,10 +460,7 @@ fn a_tampered_root_fails_with_a_dm_verity_message() {
         file.read_exact(&mut byte).unwrap();
         file.seek(SeekFrom::Start(at)).unwrap();
         file.write_all(&[byte[0] ^ 0xff]).unwrap();
-    }
-    let tampered = work.path().join("tampered.qcow2");
-    disk::to_qcow2(&raw, &tampered).unwrap();
-    fs::remove_file(&raw).unwrap();
+    });
     let outcome = boot_it(&built.out, tampered, boot::BootMode::Direct, "tampered");
     assert!(!outcome.ok());
     assert!(outcome.status.is_none(), "{:?}", outcome.status);

@@ -238,6 +238,22 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     }
     include.extend(model.guest.packages.iter().cloned());
     let build_list = stage.join("build-packages.txt");
+    // apt's package indexes are kept between builds beside the package cache: `apt-get update`
+    // then fetches only what changed (it checks every kept index against the signed InRelease
+    // and replaces, never edits, files, so hard links are safe). An offline build's indexes
+    // come from its local repository and are not kept.
+    let lists_path = inputs.deb_cache.with_file_name(format!(
+        "{}-lists",
+        inputs
+            .deb_cache
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let lists_cache = inputs
+        .offline_repo
+        .is_none()
+        .then_some(lists_path.as_path());
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
     // mmdebstrap runs in a private mount namespace, so the /proc, /sys and /dev mounts of its
     // chroot are never visible on the host and vanish with it; setpriv --pdeathsig makes it stop
@@ -257,10 +273,21 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "--skip=essential/unlink",
         ])
         .arg(format!("--setup-hook=cp -a {}/. \"$1\"/", q(&early)))
+        // The package cache goes in and out as hard links (the cache and this stage are under
+        // one directory, so one file system; a copy where they are not): mmdebstrap's sync-in
+        // and sync-out copy every file of it, seconds per build. apt only adds files (it
+        // downloads into partial/ and renames) and mmdebstrap's cleanup only unlinks them, so
+        // no cached file is ever written through a link.
         .arg(format!(
-            "--setup-hook=sync-in {} /var/cache/apt/archives/",
-            q(inputs.deb_cache)
+            "--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && {{ cp -al {cache}/. \"$1/var/cache/apt/archives/\" 2>/dev/null || cp -a {cache}/. \"$1/var/cache/apt/archives/\"; }}",
+            cache = q(inputs.deb_cache)
         ))
+        .args(lists_cache.map(|lists| {
+            format!(
+                "--setup-hook=mkdir -p \"$1/var/lib/apt/lists\" && for list in {lists}/*; do [ -f \"$list\" ] || continue; ln \"$list\" \"$1/var/lib/apt/lists/\" 2>/dev/null || cp -a \"$list\" \"$1/var/lib/apt/lists/\"; done",
+                lists = q(lists)
+            )
+        }))
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
@@ -283,6 +310,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         // reaches the mirror, or the offline repository) only downloads it into the guest's
         // archive cache — with mmdebstrap's configuration it would install onto the host — and
         // the guest's own apt installs it from there. Harden prunes it to keep-modules.txt.
+        // (Installing it with the other packages when the lock names it was measured: no faster.)
         .args((matches!(distro, Distro::Ubuntu) && !nvidia_flavour).then(|| {
             [
                 format!("--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y \"{EXTRA_MODULES}$(ls \"$1/usr/lib/modules\")\""),
@@ -296,9 +324,15 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             )
         }))
         .arg(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {}",
-            q(inputs.deb_cache)
+            "--customize-hook=cd \"$1/var/cache/apt/archives\" && for deb in *.deb; do [ -e \"$deb\" ] || continue; [ -e {cache}/\"$deb\" ] || ln \"$deb\" {cache}/ 2>/dev/null || cp -a \"$deb\" {cache}/; done",
+            cache = q(inputs.deb_cache)
         ))
+        .args(lists_cache.map(|lists| {
+            format!(
+                "--customize-hook=mkdir -p {lists} && for list in \"$1\"/var/lib/apt/lists/*; do [ -f \"$list\" ] || continue; [ \"${{list##*/}}\" = lock ] && continue; ln -f \"$list\" {lists}/ 2>/dev/null || cp -f \"$list\" {lists}/; done",
+                lists = q(lists)
+            )
+        }))
         .env(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),
@@ -317,9 +351,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     command = command.arg(suite).arg(&tree).args(sources);
     let mut result = command.run();
     if let Err(err) = &result {
-        // A fetch or hook pipe can fail once for reasons outside the build (a mirror hiccup; a
-        // sync-out hook killed by SIGPIPE was seen once under heavy load). Retry once, loudly;
-        // a signature or disk-space failure is final.
+        // A fetch or hook pipe can fail once for reasons outside the build (a mirror hiccup;
+        // mmdebstrap's own sync-out, which this build no longer uses, was once killed by SIGPIPE
+        // under heavy load). Retry once, loudly; a signature or disk-space failure is final.
         let text = format!("{err:#}");
         if !is_final_failure(&text) {
             let tail: String = text

@@ -286,6 +286,77 @@ pub struct HardenReport {
     pub modules_kept: usize,
 }
 
+/// Copies the tree `src` to `dst` as `cp -a` does, except the subtree `linked` (a path relative
+/// to `src`), whose files become hard links to `src`'s: the kernel's module tree, most of the
+/// root's bytes, which hardening only prunes (unlink) and re-indexes (depmod writes new files and
+/// renames them), so no linked file is ever changed. [`check_linked_unchanged`] proves it after.
+pub fn copy_tree_linking(src: &Path, dst: &Path, linked: &Path) -> Result<()> {
+    let mut components = linked.components();
+    let Some(first) = components.next() else {
+        bail!("copy_tree_linking needs a subtree to link");
+    };
+    let rest = components.as_path();
+    let meta = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("setting the owner of {}", dst.display()))?;
+    let mut others = Vec::new();
+    for entry in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        if entry.file_name() != first.as_os_str() {
+            others.push(entry.path());
+        }
+    }
+    others.sort();
+    if !others.is_empty() {
+        Cmd::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .args(&others)
+            .arg(dst)
+            .run()
+            .with_context(|| format!("copying {}", src.display()))?;
+    }
+    let (src_next, dst_next) = (src.join(first), dst.join(first));
+    if !src_next.exists() {
+        return Ok(());
+    }
+    if rest.as_os_str().is_empty() {
+        Cmd::new("cp")
+            .arg("-al")
+            .arg(&src_next)
+            .arg(dst)
+            .run()
+            .with_context(|| format!("linking {}", src_next.display()))?;
+        Ok(())
+    } else {
+        copy_tree_linking(&src_next, &dst_next, rest)
+    }
+}
+
+/// Fails when a file under `dir` that is still a hard link (to the rootfs stage's cached tree)
+/// changed after `since`: hardening must never write through a link into the cache.
+pub fn check_linked_unchanged(dir: &Path, since: std::time::SystemTime) -> Result<()> {
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.context("walking the linked module tree")?;
+        let meta = entry.path().symlink_metadata()?;
+        if meta.file_type().is_file()
+            && meta.nlink() > 1
+            && i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()) > since
+        {
+            bail!(
+                "hardening changed {}, which it shares with the rootfs stage's cache; remove target/cvm-cache and report this",
+                entry.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Hardens the tree at `root` in place. `kernel_meta` is the model's kernel meta package,
 /// `kernel_version` the installed kernel's release (for depmod), `profile` selects the lists.
 pub fn harden(

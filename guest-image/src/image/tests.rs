@@ -824,3 +824,49 @@ fn init_speaks_the_device_mapper_ioctl_layout() {
     assert_eq!(initrd::dm_answer_device(&answer), (253, 300));
     assert!(initrd::dm_ioctl_buffer(&"x".repeat(129), 0, None).is_err());
 }
+
+#[test]
+fn harden_copies_the_tree_but_links_the_module_tree() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    for (path, mode) in [
+        ("etc/hostname", 0o644),
+        ("usr/bin/tool", 0o4755),
+        ("usr/lib/libx.so", 0o644),
+        ("usr/lib/modules/6.17/kernel/a.ko.zst", 0o644),
+    ] {
+        let file = src.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, path).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(src.join("usr"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("lib", src.join("usr/lib64")).unwrap();
+    let modules = Path::new("usr/lib/modules");
+    harden::copy_tree_linking(&src, &dst, modules).unwrap();
+    let linked_at = std::time::SystemTime::now();
+    let ino = |root: &Path, path: &str| fs::symlink_metadata(root.join(path)).unwrap().ino();
+    // Copied: new inodes with the same modes; linked: the same inode.
+    for path in ["etc/hostname", "usr/bin/tool", "usr/lib/libx.so"] {
+        assert_ne!(ino(&src, path), ino(&dst, path), "{path}");
+        assert_eq!(fs::read(dst.join(path)).unwrap(), path.as_bytes());
+    }
+    let mode = |path: &str| fs::symlink_metadata(dst.join(path)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("usr"), mode("usr/bin/tool")), (0o750, 0o4755));
+    assert_eq!(
+        fs::read_link(dst.join("usr/lib64")).unwrap(),
+        Path::new("lib")
+    );
+    let module = "usr/lib/modules/6.17/kernel/a.ko.zst";
+    assert_eq!(ino(&src, module), ino(&dst, module));
+    // Unlinking a module is fine; changing a linked one through the link is caught.
+    harden::check_linked_unchanged(&dst.join(modules), linked_at).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::set_permissions(dst.join(module), fs::Permissions::from_mode(0o600)).unwrap();
+    let err = harden::check_linked_unchanged(&dst.join(modules), linked_at).unwrap_err();
+    assert!(
+        format!("{err}").contains("shares with the rootfs stage's cache"),
+        "{err}"
+    );
+}

@@ -262,16 +262,30 @@ pub fn read_gpt(image: &mut (impl Read + Seek)) -> Result<Vec<GptEntry>> {
     Ok(entries)
 }
 
-/// Copies partition `name` of the raw image `raw` into `out`.
-pub fn extract_partition(raw: &Path, name: &str, out: &Path) -> Result<()> {
-    let mut image = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
-    let entry = read_gpt(&mut image)?
+/// Copies the partition `name` of the qcow2 image `qcow2` to the raw file `out` with `qemu-img
+/// convert` over a byte range of the image, without writing the whole raw disk first (`work`
+/// holds the GPT it reads on the way).
+pub fn extract_partition_qcow2(qcow2: &Path, name: &str, out: &Path, work: &Path) -> Result<()> {
+    // QEMU's option syntax doubles a literal comma.
+    let file = qcow2.to_string_lossy().replace(',', ",,");
+    let range = |offset: u64, length: u64, to: &Path| {
+        Cmd::new("qemu-img")
+            .args(["convert", "-O", "raw", "--image-opts"])
+            .arg(format!(
+                "driver=raw,offset={offset},size={length},file.driver=qcow2,file.file.filename={file}"
+            ))
+            .arg(to)
+            .run()
+            .with_context(|| format!("reading {} out of {}", to.display(), qcow2.display()))
+    };
+    // The protective MBR, the header and 128 entries of 128 bytes: the first 34 sectors.
+    let gpt = work.join("gpt.bin");
+    range(0, 34 * SECTOR, &gpt)?;
+    let entry = read_gpt(&mut File::open(&gpt)?)?
         .into_iter()
         .find(|e| e.name == name)
-        .with_context(|| format!("{} has no partition named {name}", raw.display()))?;
-    image.seek(SeekFrom::Start(entry.offset))?;
-    let mut output = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    std::io::copy(&mut image.take(entry.length), &mut output)
-        .with_context(|| format!("extracting partition {name}"))?;
+        .with_context(|| format!("{} has no partition named {name}", qcow2.display()))?;
+    fs::remove_file(&gpt)?;
+    range(entry.offset, entry.length, out)?;
     Ok(())
 }

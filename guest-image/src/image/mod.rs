@@ -688,19 +688,12 @@ fn update_lock(
     }
 }
 
-/// Reads the erofs root partition of `qcow2` back out (into `work/root.erofs`) and extracts it with
+/// Reads the erofs root partition of `qcow2` back out (into `work/root.erofs`; only that
+/// partition is written, not the whole raw disk) and extracts it with
 /// fsck.erofs into `work/extracted`; returns (the tree, the erofs file). The caller removes both.
 pub fn extract_root(qcow2: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
-    let raw = work.join("disk.raw");
-    Cmd::new("qemu-img")
-        .args(["convert", "-f", "qcow2", "-O", "raw"])
-        .arg(qcow2)
-        .arg(&raw)
-        .run()
-        .context("reading disk.qcow2 back")?;
     let erofs = work.join("root.erofs");
-    disk::extract_partition(&raw, "root", &erofs)?;
-    fs::remove_file(&raw)?;
+    disk::extract_partition_qcow2(qcow2, "root", &erofs, work)?;
     let tree = work.join("extracted");
     Cmd::new("fsck.erofs")
         .arg(format!("--extract={}", tree.display()))

@@ -56,6 +56,9 @@ pub struct ImageBench {
 
 fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     eprintln!("{:>12} {what}", "Timing");
+    // What the previous step left to write back would otherwise slow this one down (the builds
+    // are bound by disk writes on small machines).
+    Cmd::new("sync").run().context("sync before a timed step")?;
     let started = Instant::now();
     let value = f()?;
     let seconds = started.elapsed().as_secs_f64();

@@ -201,6 +201,28 @@ pub struct RootfsInputs<'a> {
     pub extra_files: &'a [super::overlay::OverlayFile],
 }
 
+/// The chroot's package cache and package index directories, as words of a hook's shell.
+const CHROOT_ARCHIVES: &str = "\"$1/var/cache/apt/archives\"";
+const CHROOT_LISTS: &str = "\"$1/var/lib/apt/lists\"";
+
+/// An mmdebstrap hook (`phase`: setup or customize) that hard-links every regular file of the
+/// directory `from` into `to` (both shell words), or copies it where they are on different file
+/// systems; apt's `lock` files stay. With `replace` a file `to` already has is replaced, otherwise
+/// kept. The build keeps its package cache and apt's indexes this way instead of mmdebstrap's
+/// sync-in and sync-out, which copy every file, seconds per build: apt only adds files (it
+/// downloads into partial/ and renames) and replaces indexes by renaming, and mmdebstrap's
+/// cleanup only unlinks, so no cached file is ever written through a link.
+pub fn link_files_hook(phase: &str, from: &str, to: &str, replace: bool) -> String {
+    let keep = if replace {
+        ""
+    } else {
+        "[ -e \"$to/${f##*/}\" ] && continue; "
+    };
+    format!(
+        "--{phase}-hook=to={to}; mkdir -p \"$to\" && for f in {from}/*; do [ -f \"$f\" ] || continue; [ \"${{f##*/}}\" = lock ] && continue; {keep}ln -f \"$f\" \"$to\"/ 2>/dev/null || cp -af \"$f\" \"$to\"/; done"
+    )
+}
+
 /// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,kernel-version,
 /// packages.lock,firmware.fd,stub.efi}`.
 pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
@@ -273,21 +295,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "--skip=essential/unlink",
         ])
         .arg(format!("--setup-hook=cp -a {}/. \"$1\"/", q(&early)))
-        // The package cache goes in and out as hard links (the cache and this stage are under
-        // one directory, so one file system; a copy where they are not): mmdebstrap's sync-in
-        // and sync-out copy every file of it, seconds per build. apt only adds files (it
-        // downloads into partial/ and renames) and mmdebstrap's cleanup only unlinks them, so
-        // no cached file is ever written through a link.
-        .arg(format!(
-            "--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && {{ cp -al {cache}/. \"$1/var/cache/apt/archives/\" 2>/dev/null || cp -a {cache}/. \"$1/var/cache/apt/archives/\"; }}",
-            cache = q(inputs.deb_cache)
-        ))
-        .args(lists_cache.map(|lists| {
-            format!(
-                "--setup-hook=mkdir -p \"$1/var/lib/apt/lists\" && for list in {lists}/*; do [ -f \"$list\" ] || continue; ln \"$list\" \"$1/var/lib/apt/lists/\" 2>/dev/null || cp -a \"$list\" \"$1/var/lib/apt/lists/\"; done",
-                lists = q(lists)
-            )
-        }))
+        // The package cache (and, online, apt's indexes) in as links; out again at the end.
+        .arg(link_files_hook("setup", &q(inputs.deb_cache), CHROOT_ARCHIVES, false))
+        .args(lists_cache.map(|lists| link_files_hook("setup", &q(lists), CHROOT_LISTS, false)))
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
@@ -323,16 +333,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 super::gpu::install_hook(&model.guest.gpu.driver)
             )
         }))
-        .arg(format!(
-            "--customize-hook=cd \"$1/var/cache/apt/archives\" && for deb in *.deb; do [ -e \"$deb\" ] || continue; [ -e {cache}/\"$deb\" ] || ln \"$deb\" {cache}/ 2>/dev/null || cp -a \"$deb\" {cache}/; done",
-            cache = q(inputs.deb_cache)
-        ))
-        .args(lists_cache.map(|lists| {
-            format!(
-                "--customize-hook=mkdir -p {lists} && for list in \"$1\"/var/lib/apt/lists/*; do [ -f \"$list\" ] || continue; [ \"${{list##*/}}\" = lock ] && continue; ln -f \"$list\" {lists}/ 2>/dev/null || cp -f \"$list\" {lists}/; done",
-                lists = q(lists)
-            )
-        }))
+        .arg(link_files_hook("customize", CHROOT_ARCHIVES, &q(inputs.deb_cache), false))
+        .args(lists_cache.map(|lists| link_files_hook("customize", CHROOT_LISTS, &q(lists), true)))
         .env(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),

@@ -870,3 +870,53 @@ fn harden_copies_the_tree_but_links_the_module_tree() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cache_hooks_link_files_keep_or_replace_and_skip_apt_locks() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+    fs::create_dir_all(from.join("partial")).unwrap();
+    for (name, text) in [("a.deb", "new a"), ("b.deb", "new b"), ("lock", "")] {
+        fs::write(from.join(name), text).unwrap();
+    }
+    let run = |replace: bool| {
+        let hook = rootfs::link_files_hook(
+            "customize",
+            &cvm_core::cmd::shell_quote(&from.to_string_lossy()),
+            "\"$1/to\"",
+            replace,
+        );
+        let script = hook.strip_prefix("--customize-hook=").unwrap().to_owned();
+        Cmd::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(dir.path())
+            .run()
+            .unwrap();
+    };
+    // `to` does not exist yet: the hook makes it; `lock` and the directory stay behind.
+    run(false);
+    let mut names: Vec<String> = fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.deb", "b.deb"]);
+    let ino = |path: PathBuf| fs::metadata(path).unwrap().ino();
+    assert_eq!(
+        ino(from.join("a.deb")),
+        ino(to.join("a.deb")),
+        "a hard link"
+    );
+    // Kept, then replaced.
+    fs::remove_file(to.join("b.deb")).unwrap();
+    fs::write(to.join("b.deb"), "old b").unwrap();
+    run(false);
+    assert_eq!(fs::read_to_string(to.join("b.deb")).unwrap(), "old b");
+    run(true);
+    assert_eq!(fs::read_to_string(to.join("b.deb")).unwrap(), "new b");
+    // An empty source is no error.
+    fs::remove_dir_all(&from).unwrap();
+    fs::create_dir(&from).unwrap();
+    run(true);
+}

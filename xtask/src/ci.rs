@@ -46,12 +46,8 @@ pub fn run(args: CiArgs) -> Result<ExitCode> {
         InstallPolicy::Install
     };
     step("Checking", "test tools");
-    let requirements: Vec<&str> = guest_image::image::BUILD_REQUIREMENTS
-        .iter()
-        .chain(guest_image::image::BOOT_REQUIREMENTS)
-        .chain(TEST_REQUIREMENTS)
-        .copied()
-        .collect();
+    let mut requirements = guest_image::image::build_and_boot_requirements();
+    requirements.extend(TEST_REQUIREMENTS);
     cvm_core::deps::ensure(&requirements, policy).context("installing the tools the tests need")?;
 
     step("Checking", "formatting (cargo fmt --check)");

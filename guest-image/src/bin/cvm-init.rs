@@ -29,11 +29,9 @@ use std::{
 
 use guest_image::image::initrd::{
     dm_answer_device, dm_ioctl_buffer, uevent_field, InitCmdline, VeritySuperblock, DM_DEV_CREATE,
-    DM_DEV_SUSPEND, DM_NAME, DM_READONLY_FLAG, DM_TABLE_LOAD,
+    DM_DEV_SUSPEND, DM_NAME, DM_READONLY_FLAG, DM_TABLE_LOAD, INIT_DIR, MODULE_DIR,
 };
 
-/// Where the initrd keeps its modules, loaded in file-name order (`NN-name.ko`).
-const MODULE_DIR: &str = "/lib/cvm-init/modules";
 /// How long the root partitions may take to appear.
 const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -115,10 +113,11 @@ fn mount(
 
 /// Loads every module of the initrd, in file-name order (dependencies first).
 fn load_modules() -> Result<(), String> {
-    let mut files: Vec<PathBuf> = match fs::read_dir(MODULE_DIR) {
+    let dir = Path::new("/").join(MODULE_DIR);
+    let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
         Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(format!("reading {MODULE_DIR}: {err}")),
+        Err(err) => return Err(format!("reading {}: {err}", dir.display())),
     };
     files.sort();
     for file in files {
@@ -303,7 +302,7 @@ fn run() -> Result<(), String> {
         mount(api, &format!("/root{api}"), None, libc::MS_MOVE)?;
     }
     // The initrd's files go before the switch: nothing of it stays in memory.
-    let _ = fs::remove_dir_all("/lib/cvm-init");
+    let _ = fs::remove_dir_all(Path::new("/").join(INIT_DIR));
     let _ = fs::remove_file("/init");
     std::env::set_current_dir("/root").map_err(|err| format!("entering /root: {err}"))?;
     mount(".", "/", None, libc::MS_MOVE)?;

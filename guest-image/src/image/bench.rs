@@ -265,8 +265,7 @@ fn stock_artifacts(
     )
     .context("building the root tree with initramfs-tools for the stock initrd")?;
     let rootfs_dir = report.rootfs_dir;
-    let stock_kernel = fs::read_to_string(rootfs_dir.join("kernel-version"))
-        .context("reading the kernel version")?;
+    let stock_kernel = rootfs::output(&rootfs_dir)?.kernel_version;
     if stock_kernel.trim() != kernel_version {
         anyhow::bail!(
             "the stock-initrd tree has kernel {} but the image has {kernel_version}: the archive moved between the two builds; run the benchmark again",

@@ -16,6 +16,10 @@ pub const SECTOR: u64 = 512;
 /// Partitions start on 1 MiB boundaries.
 const ALIGN: u64 = 1 << 20;
 /// GPT type of the EFI system partition.
+/// GPT partition name of the erofs root (the initrd finds it by this name).
+pub const ROOT_PARTITION: &str = "root";
+/// GPT partition name of the root's dm-verity hash tree.
+pub const VERITY_PARTITION: &str = "root-verity";
 pub const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// GPT type of an x86-64 root partition.
 pub const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
@@ -67,9 +71,14 @@ pub fn layout(
     let mut parts = Vec::new();
     for (name, type_guid, uuid, bytes) in [
         ("esp", TYPE_ESP, esp_uuid, esp_bytes),
-        ("root", TYPE_ROOT_X86_64, guid(&root_hash[..32]), root_bytes),
         (
-            "root-verity",
+            ROOT_PARTITION,
+            TYPE_ROOT_X86_64,
+            guid(&root_hash[..32]),
+            root_bytes,
+        ),
+        (
+            VERITY_PARTITION,
             TYPE_ROOT_VERITY_X86_64,
             guid(&root_hash[32..64]),
             verity_bytes,

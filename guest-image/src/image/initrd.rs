@@ -12,7 +12,9 @@ use cvm_core::cmd::Cmd;
 
 use super::harden::{module_name, ModuleIndex};
 
-/// Where the initrd keeps its modules (cvm-init loads them in file-name order).
+/// The initrd's own directory (relative to its root; /init removes it before switching root).
+pub const INIT_DIR: &str = "lib/cvm-init";
+/// Where the initrd keeps its modules (cvm-init loads them in file-name order, `NNN-name.ko`).
 pub const MODULE_DIR: &str = "lib/cvm-init/modules";
 
 /// Modules the initrd needs to open the dm-verity root: the kernel must have each, as a module
@@ -57,8 +59,10 @@ impl InitCmdline {
         }
         Ok(InitCmdline {
             root_hash,
-            data: value("cvm.verity_data=").unwrap_or_else(|| "PARTLABEL=root".to_owned()),
-            hash: value("cvm.verity_hash=").unwrap_or_else(|| "PARTLABEL=root-verity".to_owned()),
+            data: value("cvm.verity_data=")
+                .unwrap_or_else(|| format!("PARTLABEL={}", super::disk::ROOT_PARTITION)),
+            hash: value("cvm.verity_hash=")
+                .unwrap_or_else(|| format!("PARTLABEL={}", super::disk::VERITY_PARTITION)),
             fstype: value("rootfstype=").unwrap_or_else(|| "erofs".to_owned()),
             init: value("init=").unwrap_or_else(|| "/sbin/init".to_owned()),
         })
@@ -380,15 +384,7 @@ pub fn build(
     let index = ModuleIndex::read(&module_dir)?;
     let order = load_order(&index, BOOT_MODULES)?;
     let mut cpio = Cpio::new(u32::try_from(epoch).unwrap_or(u32::MAX));
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "root",
-        "lib",
-        "lib/cvm-init",
-        MODULE_DIR,
-    ] {
+    for dir in ["dev", "proc", "sys", "root", "lib", INIT_DIR, MODULE_DIR] {
         cpio.dir(dir);
     }
     // The kernel opens /dev/console for /init's output before /init mounts devtmpfs.

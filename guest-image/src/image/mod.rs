@@ -67,6 +67,15 @@ pub const BUILD_REQUIREMENTS: &[&str] = &[
 /// The host tools `guest boot` runs.
 pub const BOOT_REQUIREMENTS: &[&str] = &["qemu-system-x86_64", "ovmf"];
 
+/// What building and booting an image need together (`bench image`, the slow tests, `ci`).
+pub fn build_and_boot_requirements() -> Vec<&'static str> {
+    BUILD_REQUIREMENTS
+        .iter()
+        .chain(BOOT_REQUIREMENTS)
+        .copied()
+        .collect()
+}
+
 /// Options of one build.
 pub struct BuildOptions {
     /// The final output directory (`target/cvm/<name>`).
@@ -200,8 +209,8 @@ pub fn kernel_cmdline(root_hash: &str, extra: &[String]) -> String {
         "rootfstype=erofs".to_owned(),
         "ro".to_owned(),
         format!("cvm.roothash={root_hash}"),
-        "cvm.verity_data=PARTLABEL=root".to_owned(),
-        "cvm.verity_hash=PARTLABEL=root-verity".to_owned(),
+        format!("cvm.verity_data=PARTLABEL={}", disk::ROOT_PARTITION),
+        format!("cvm.verity_hash=PARTLABEL={}", disk::VERITY_PARTITION),
         "lockdown=integrity".to_owned(),
         "module.sig_enforce=1".to_owned(),
         "panic=-1".to_owned(),
@@ -693,7 +702,7 @@ fn update_lock(
 /// fsck.erofs into `work/extracted`; returns (the tree, the erofs file). The caller removes both.
 pub fn extract_root(qcow2: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
     let erofs = work.join("root.erofs");
-    disk::extract_partition_qcow2(qcow2, "root", &erofs, work)?;
+    disk::extract_partition_qcow2(qcow2, disk::ROOT_PARTITION, &erofs, work)?;
     let tree = work.join("extracted");
     Cmd::new("fsck.erofs")
         .arg(format!("--extract={}", tree.display()))

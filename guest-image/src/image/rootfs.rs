@@ -264,14 +264,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     // then fetches only what changed (it checks every kept index against the signed InRelease
     // and replaces, never edits, files, so hard links are safe). An offline build's indexes
     // come from its local repository and are not kept.
-    let lists_path = inputs.deb_cache.with_file_name(format!(
-        "{}-lists",
-        inputs
-            .deb_cache
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let mut lists_path = inputs.deb_cache.as_os_str().to_owned();
+    lists_path.push("-lists");
+    let lists_path = PathBuf::from(lists_path);
     let lists_cache = inputs
         .offline_repo
         .is_none()

@@ -35,12 +35,7 @@ fn gpu_model() -> cvm_core::model::LoadedModel {
 fn built(test: &str) -> Option<&'static PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = BUILT.get_or_init(|| {
-        let requirements: Vec<&str> = image::BUILD_REQUIREMENTS
-            .iter()
-            .chain(image::BOOT_REQUIREMENTS)
-            .copied()
-            .collect();
-        cvm_core::deps::ensure(&requirements, InstallPolicy::Refuse)
+        cvm_core::deps::ensure(&image::build_and_boot_requirements(), InstallPolicy::Refuse)
             .map_err(|err| format!("{err:#}"))?;
         let model = gpu_model();
         let binaries =

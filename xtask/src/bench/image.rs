@@ -12,13 +12,11 @@ use crate::{flags::BenchImageArgs, print_json, project_root};
 pub fn image(args: BenchImageArgs) -> Result<ExitCode> {
     let model = cvm_core::model::load(args.model.config.as_deref())?;
     // The benchmark builds and boots: it needs the build's tools and QEMU with OVMF.
-    let requirements: Vec<&str> = image::BUILD_REQUIREMENTS
-        .iter()
-        .chain(image::BOOT_REQUIREMENTS)
-        .copied()
-        .collect();
-    cvm_core::deps::ensure(&requirements, InstallPolicy::Install)
-        .context("checking the host tools the image build and boot need")?;
+    cvm_core::deps::ensure(
+        &image::build_and_boot_requirements(),
+        InstallPolicy::Install,
+    )
+    .context("checking the host tools the image build and boot need")?;
     let binaries = image::build_guest_binaries(&project_root(), false)?;
     let work = project_root().join("target/cvm-bench");
     let lock_path = image::default_lock_path(&model, &project_root().join("target"));

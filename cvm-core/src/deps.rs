@@ -113,6 +113,14 @@ pub const REQUIREMENTS: &[(&str, Requirement)] = &[
         tool("cpio", "cpio", "reading initrd archives in tests"),
     ),
     (
+        "setcap",
+        tool(
+            "setcap",
+            "libcap2-bin",
+            "file capabilities in the kept-tree test",
+        ),
+    ),
+    (
         "xz",
         tool(
             "xz",

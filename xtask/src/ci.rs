@@ -16,8 +16,9 @@ use crate::{flags::CiArgs, project_root};
 /// cvm_core::deps::REQUIREMENTS).
 const TEST_REQUIREMENTS: &[&str] = &[
     "shellcheck",
-    "nft",  // guest-image: nft --check on the rendered guest firewall.
-    "cpio", // guest-image: the initrd archive read back by cpio.
+    "nft",    // guest-image: nft --check on the rendered guest firewall.
+    "cpio",   // guest-image: the initrd archive read back by cpio.
+    "setcap", // guest-image: a kept tree keeps file capabilities.
     "virt-xml-validate",
     "xmllint",
     "qemu-system-x86_64",

@@ -26,8 +26,12 @@ use super::{boot, cache, rootfs, uki, BuildOptions};
 #[derive(Debug, Serialize)]
 pub struct ImageBench {
     /// Seconds of a bare mmdebstrap of the same package set (the same package cache synced in, so
-    /// nothing is downloaded; tar to a scratch file).
+    /// nothing is downloaded; tar to a scratch file), as mmdebstrap runs by default: its
+    /// temporary tree under TMPDIR or /tmp.
     pub bare_mmdebstrap_s: f64,
+    /// Seconds of the same bare mmdebstrap with its temporary tree in RAM (TMPDIR on the tmpfs
+    /// the build's scratch trees use), when the build used RAM: the like-for-like baseline.
+    pub bare_in_ram_s: Option<f64>,
     /// Seconds of our build with every stage rebuilt (downloaded packages kept).
     pub cold_build_s: f64,
     /// Seconds of a rebuild with nothing changed.
@@ -38,6 +42,8 @@ pub struct ImageBench {
     pub boot_to_status_s: Option<f64>,
     /// cold build / bare mmdebstrap (target ≤ 1.25).
     pub cold_over_bare: f64,
+    /// cold build / bare mmdebstrap in RAM.
+    pub cold_over_bare_in_ram: Option<f64>,
     /// Size of disk.qcow2 in bytes (target ≤ 100 MB).
     pub qcow2_bytes: u64,
     /// Size of the UKI's initrd in bytes (target ≤ 12 MB).
@@ -116,9 +122,29 @@ pub fn run(
     let bare = bare
         .arg(&guest.suite)
         .arg(&tar)
-        .args(rootfs::mirror_lines(&model.model, "main universe"));
+        .args(rootfs::mirror_lines(&model.model, "main universe"))
+        // The build's PATH for mmdebstrap, so that both run the same helpers.
+        .env(
+            "PATH",
+            rootfs::system_first_path(std::env::var("PATH").ok().as_deref()),
+        );
     let (_, bare_s) = timed("bare mmdebstrap", || bare.run().map(|_| ()))?;
     let _ = fs::remove_file(&tar);
+    let ram = super::scratch::Scratch::new(&options(out.clone(), false).cache)?;
+    let bare_in_ram_s = match ram.in_ram() {
+        true => {
+            let tmp = ram.path("bare-tmp")?;
+            fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let bare = bare.clone().env("TMPDIR", &tmp);
+            let (_, seconds) = timed("bare mmdebstrap, temporary tree in RAM", || {
+                bare.run().map(|_| ())
+            })?;
+            let _ = fs::remove_file(&tar);
+            Some(seconds)
+        }
+        false => None,
+    };
+    drop(ram);
 
     let (_, noop_s) = timed("no-op rebuild", || {
         super::build(model, options(out.clone(), false))
@@ -215,6 +241,8 @@ pub fn run(
         cmdline_rebuild_s: cmdline_s,
         boot_to_status_s: ours,
         cold_over_bare: cold_s / bare_s,
+        bare_in_ram_s,
+        cold_over_bare_in_ram: bare_in_ram_s.map(|bare| cold_s / bare),
         qcow2_bytes,
         initrd_bytes,
         stock_initrd_boot_s: stock,
@@ -276,12 +304,8 @@ fn stock_artifacts(
     if tree.exists() {
         cache::remove_tree(&tree)?;
     }
-    Cmd::new("cp")
-        .args(["-a", "--reflink=auto"])
-        .arg(rootfs_dir.join("tree"))
-        .arg(&tree)
-        .run()
-        .context("copying the guest tree for the stock initrd")?;
+    super::scratch::unpack(&rootfs_dir.join(super::scratch::TREE_TAR), &tree)
+        .context("unpacking the guest tree for the stock initrd")?;
     for (path, contents) in STOCK_INITRD_FILES {
         let path = tree.join(path);
         fs::create_dir_all(path.parent().expect("has a parent"))?;
@@ -302,7 +326,7 @@ fn stock_artifacts(
     let cmdline = uki::section_data(&built, ".cmdline")?
         .context("uki.efi has no .cmdline section")?
         .to_vec();
-    let osrel = fs::read(tree.join("usr/lib/os-release")).context("reading os-release")?;
+    let osrel = fs::read(tree.join(super::OS_RELEASE)).context("reading os-release")?;
     let stub = fs::read(rootfs_dir.join("stub.efi")).context("reading the UKI stub")?;
     let linux = fs::read(rootfs_dir.join("vmlinuz")).context("reading the kernel")?;
     let image = uki::build(
@@ -337,6 +361,12 @@ pub fn table(bench: &ImageBench) -> String {
             "bare mmdebstrap          {:>8.1} s",
             bench.bare_mmdebstrap_s
         ),
+        match (bench.bare_in_ram_s, bench.cold_over_bare_in_ram) {
+            (Some(seconds), Some(ratio)) => format!(
+                "  temporary tree in RAM  {seconds:>8.1} s   (cold build / this: {ratio:.2}; the build's trees are in RAM too)"
+            ),
+            _ => "  temporary tree in RAM      n/a   (the build's trees were on disk too)".to_owned(),
+        },
         format!(
             "cold build               {:>8.1} s   ratio {:.2} (target <= 1.25)",
             bench.cold_build_s, bench.cold_over_bare

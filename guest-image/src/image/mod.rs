@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod overlay;
 pub mod root_image;
 pub mod rootfs;
+pub mod scratch;
 pub mod status;
 pub mod telemetry;
 pub mod uki;
@@ -42,7 +43,10 @@ pub use distro::{DebianFallback, Distro};
 use lock::PackagesLock;
 
 /// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
-const PIPELINE_VERSION: &str = "3";
+const PIPELINE_VERSION: &str = "4";
+
+/// The guest's os-release, relative to its root.
+pub(crate) const OS_RELEASE: &str = "usr/lib/os-release";
 
 /// The host tools the build runs (names in `cvm_core::deps::REQUIREMENTS`).
 pub const BUILD_REQUIREMENTS: &[&str] = &[
@@ -266,6 +270,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let epoch = guest.source_date_epoch;
     let _hold = cache::CacheLock::acquire(&options.cache)?;
     let cache = Cache::new(&options.cache, options.no_cache)?;
+    let scratch = scratch::Scratch::new(&options.cache)?;
     let distro = &options.distro;
     let deb_cache = options.cache.join(distro.deb_cache_name());
     let firmware_sha256 = distro.check_firmware()?;
@@ -336,6 +341,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     progress("Offline", "making a local repository from packages.lock and the package cache");
                     local_repo::write(lock, &deb_cache, &repo)?;
                 }
+                let tree = scratch.path(&format!("rootfs-{rootfs_key}"))?;
                 rootfs::build(
                     &model.model,
                     &rootfs::RootfsInputs {
@@ -346,11 +352,12 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                         extra_files: &extra_files,
                     },
                     dir,
+                    &tree,
                 )?;
                 if repo.exists() {
                     fs::remove_dir_all(&repo).context("removing the local repository")?;
                 }
-                Ok(())
+                scratch::pack(&tree, &dir.join(scratch::TREE_TAR))
             },
         )?;
         Ok((stage.path, stage.cached, None))
@@ -402,22 +409,25 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             &harden_key,
             |_| true,
             |dir| {
-                let tree = dir.join("tree");
-                // The module tree is linked, not copied (over half the root's bytes, and this
-                // machine's build is bound by what it writes).
-                let modules = Path::new("usr/lib/modules");
-                harden::copy_tree_linking(&rootfs_out.tree, &tree, modules)
-                    .context("copying the guest tree")?;
-                let linked_at = std::time::SystemTime::now();
+                // The root tree this build made, or the cached one unpacked: hardened in place
+                // (the rootfs stage keeps its own copy as a tar file).
+                let tree = scratch.take_tree(
+                    &format!("rootfs-{rootfs_key}"),
+                    &rootfs_out.tree_tar,
+                    &format!("harden-{harden_key}"),
+                )?;
                 let report = harden::harden(
                     &tree,
                     distro.kernel(&model.model),
                     &rootfs_out.kernel_version,
                     profile,
                 )?;
-                harden::check_linked_unchanged(&tree.join(modules), linked_at)?;
                 egress::install(&tree, &model.model.launch.network, &egress_rules)?;
                 rootfs::install_cvm_status(&tree, &options.binaries.status)?;
+                // The UKI stage's one file from the tree, so a rebuild of only the UKI does not
+                // unpack the tree.
+                fs::copy(tree.join(OS_RELEASE), dir.join("os-release"))
+                    .context("copying the guest's os-release")?;
                 progress(
                     "Hardened",
                     &format!(
@@ -425,11 +435,19 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                         report.removed, report.modules_kept, report.setid_cleared
                     ),
                 );
-                Ok(())
+                scratch::pack(&tree, &dir.join(scratch::TREE_TAR))
             },
         )?;
         Ok((stage.path, stage.cached, None))
     })?;
+
+    // The hardened tree for the stages that read it: this build's, or the cached one unpacked.
+    let hardened_tree = || {
+        scratch.tree(
+            &format!("harden-{harden_key}"),
+            &harden_dir.join(scratch::TREE_TAR),
+        )
+    };
 
     // Stage initrd: our /init and the modules it loads, taken from the hardened tree (so the
     // initrd's modules are the root's own files).
@@ -445,7 +463,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             |_| true,
             |dir| {
                 let report = initrd::build(
-                    &harden_dir.join("tree"),
+                    &hardened_tree()?,
                     &rootfs_out.kernel_version,
                     &cvm_init,
                     epoch,
@@ -472,7 +490,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             "root-image",
             &image_key,
             |_| true,
-            |dir| root_image::build(&harden_dir.join("tree"), epoch, &image_key, dir).map(|_| ()),
+            |dir| root_image::build(&hardened_tree()?, epoch, &image_key, dir).map(|_| ()),
         )?;
         let size = file_size(&stage.path.join("root.erofs"));
         Ok((stage.path, stage.cached, size))
@@ -496,7 +514,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                 let read = |name: &str| {
                     fs::read(rootfs_dir.join(name)).with_context(|| format!("reading {name}"))
                 };
-                let osrel = fs::read(harden_dir.join("tree/usr/lib/os-release"))
+                let osrel = fs::read(harden_dir.join("os-release"))
                     .context("reading the guest's os-release")?;
                 let image = uki::build(
                     &read("stub.efi")?,

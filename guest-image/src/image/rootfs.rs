@@ -178,8 +178,8 @@ pub fn install_cvm_status(root: &Path, cvm_status: &Path) -> Result<()> {
 
 /// What the rootfs stage leaves in its directory.
 pub struct RootfsOutput {
-    /// The guest tree (before hardening).
-    pub tree: PathBuf,
+    /// The guest tree (before hardening), kept as a tar file ([`super::scratch`]).
+    pub tree_tar: PathBuf,
     /// The kernel release.
     pub kernel_version: String,
     /// The resolved lock.
@@ -201,31 +201,42 @@ pub struct RootfsInputs<'a> {
     pub extra_files: &'a [super::overlay::OverlayFile],
 }
 
-/// The chroot's package cache and package index directories, as words of a hook's shell.
-const CHROOT_ARCHIVES: &str = "\"$1/var/cache/apt/archives\"";
-const CHROOT_LISTS: &str = "\"$1/var/lib/apt/lists\"";
+/// The chroot's package cache and package index directories, relative to its root.
+pub const CHROOT_ARCHIVES: &str = "var/cache/apt/archives";
+pub const CHROOT_LISTS: &str = "var/lib/apt/lists";
 
-/// An mmdebstrap hook (`phase`: setup or customize) that hard-links every regular file of the
-/// directory `from` into `to` (both shell words), or copies it where they are on different file
-/// systems; apt's `lock` files stay. With `replace` a file `to` already has is replaced, otherwise
-/// kept. The build keeps its package cache and apt's indexes this way instead of mmdebstrap's
-/// sync-in and sync-out, which copy every file, seconds per build: apt only adds files (it
-/// downloads into partial/ and renames) and replaces indexes by renaming, and mmdebstrap's
-/// cleanup only unlinks, so no cached file is ever written through a link.
-pub fn link_files_hook(phase: &str, from: &str, to: &str, replace: bool) -> String {
-    let keep = if replace {
-        ""
-    } else {
-        "[ -e \"$to/${f##*/}\" ] && continue; "
-    };
-    format!(
-        "--{phase}-hook=to={to}; mkdir -p \"$to\" && for f in {from}/*; do [ -f \"$f\" ] || continue; [ \"${{f##*/}}\" = lock ] && continue; {keep}ln -f \"$f\" \"$to\"/ 2>/dev/null || cp -af \"$f\" \"$to\"/; done"
-    )
+/// The mmdebstrap hooks that put the host directory `cache` at `inside` (relative to the
+/// chroot) for the whole build: a bind mount in the setup phase, unmounted by the last customize
+/// hook, before mmdebstrap's cleanup empties the package cache. apt then downloads into the
+/// cache and updates the kept indexes in place, and nothing is copied in or out (the build tree
+/// is on tmpfs, the cache on disk: there are no hard links across them). mmdebstrap runs in a
+/// private mount namespace (`unshare --mount`), so the mount never shows on the host and goes
+/// with the namespace however the build ends.
+pub fn bind_cache_hooks(cache: &Path, inside: &str) -> [String; 2] {
+    let cache = cvm_core::cmd::shell_quote(&cache.to_string_lossy());
+    [
+        format!(
+            "--setup-hook=mkdir -p {cache} \"$1/{inside}\" && mount --bind {cache} \"$1/{inside}\""
+        ),
+        format!("--customize-hook=umount \"$1/{inside}\""),
+    ]
 }
 
-/// Runs mmdebstrap into `stage/tree` and writes `stage/{vmlinuz,kernel-version,
-/// packages.lock,firmware.fd,stub.efi}`.
-pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<()> {
+/// PATH for mmdebstrap and its hooks: the system's directories first. mmdebstrap runs helpers
+/// such as `#!/usr/bin/env python3` mmtarfilter once per essential package; a version manager's
+/// shims early in a user's PATH (pyenv's cost about half a second per call here) must not stand
+/// in for the system's interpreter.
+pub fn system_first_path(path: Option<&str>) -> String {
+    const SYSTEM: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+    match path {
+        Some(path) if !path.is_empty() => format!("{SYSTEM}:{path}"),
+        _ => SYSTEM.to_owned(),
+    }
+}
+
+/// Runs mmdebstrap into `tree` (a scratch directory) and writes `stage/{vmlinuz,kernel-version,
+/// packages.lock,firmware.fd,stub.efi}`; the caller keeps the tree.
+pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path) -> Result<()> {
     let distro = inputs.distro;
     let suite = distro.suite(model);
     let gpu = model.guest.profile == cvm_core::model::Profile::Gpu;
@@ -238,9 +249,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     let build_packages: Vec<&str> = distro.build_files().iter().map(|f| f.0).collect();
     let early = stage.join("early");
     let overlay = stage.join("overlay");
-    let tree = stage.join("tree");
     fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
-    fs::create_dir_all(early.join("var/cache/apt/archives"))?;
+    fs::create_dir_all(early.join(CHROOT_ARCHIVES))?;
     if let Some(lock) = inputs.lock {
         fs::write(
             early.join("etc/apt/preferences.d/cvm-lock.pref"),
@@ -261,9 +271,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     include.extend(model.guest.packages.iter().cloned());
     let build_list = stage.join("build-packages.txt");
     // apt's package indexes are kept between builds beside the package cache: `apt-get update`
-    // then fetches only what changed (it checks every kept index against the signed InRelease
-    // and replaces, never edits, files, so hard links are safe). An offline build's indexes
-    // come from its local repository and are not kept.
+    // then fetches only what changed (it checks every kept index against the signed InRelease).
+    // An offline build's indexes come from its local repository and are not kept.
     let mut lists_path = inputs.deb_cache.as_os_str().to_owned();
     lists_path.push("-lists");
     let lists_path = PathBuf::from(lists_path);
@@ -272,6 +281,8 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         .is_none()
         .then_some(lists_path.as_path());
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
+    let archives_hooks = bind_cache_hooks(inputs.deb_cache, CHROOT_ARCHIVES);
+    let lists_hooks = lists_cache.map(|lists| bind_cache_hooks(lists, CHROOT_LISTS));
     // mmdebstrap runs in a private mount namespace, so the /proc, /sys and /dev mounts of its
     // chroot are never visible on the host and vanish with it; setpriv --pdeathsig makes it stop
     // (SIGTERM) when this build is killed, even with SIGKILL, instead of running on as an orphan.
@@ -290,9 +301,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
             "--skip=essential/unlink",
         ])
         .arg(format!("--setup-hook=cp -a {}/. \"$1\"/", q(&early)))
-        // The package cache (and, online, apt's indexes) in as links; out again at the end.
-        .arg(link_files_hook("setup", &q(inputs.deb_cache), CHROOT_ARCHIVES, false))
-        .args(lists_cache.map(|lists| link_files_hook("setup", &q(lists), CHROOT_LISTS, false)))
+        // The package cache (and, online, apt's indexes) mounted in; unmounted by the last hook.
+        .arg(&archives_hooks[0])
+        .args(lists_hooks.as_ref().map(|hooks| &hooks[0]))
         .arg(format!("--customize-hook=cp -a {}/. \"$1\"/", q(&overlay)))
         .arg(format!(
             "--customize-hook=APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\" apt-get install --download-only -y {}",
@@ -328,8 +339,12 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 super::gpu::install_hook(&model.guest.gpu.driver)
             )
         }))
-        .arg(link_files_hook("customize", CHROOT_ARCHIVES, &q(inputs.deb_cache), false))
-        .args(lists_cache.map(|lists| link_files_hook("customize", CHROOT_LISTS, &q(lists), true)))
+        .arg(&archives_hooks[1])
+        .args(lists_hooks.as_ref().map(|hooks| &hooks[1]))
+        .env(
+            "PATH",
+            system_first_path(std::env::var("PATH").ok().as_deref()),
+        )
         .env(
             "SOURCE_DATE_EPOCH",
             model.guest.source_date_epoch.to_string(),
@@ -345,7 +360,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
         Some(repo) => vec![super::local_repo::source_line(repo, true)],
         None => source_lines(suite, distro.mirror(model), &components.replace(',', " ")),
     };
-    command = command.arg(suite).arg(&tree).args(sources);
+    command = command.arg(suite).arg(tree).args(sources);
     let mut result = command.run();
     if let Err(err) = &result {
         // A fetch or hook pipe can fail once for reasons outside the build (a mirror hiccup;
@@ -362,7 +377,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
                 .rev()
                 .collect();
             eprintln!("     Warning mmdebstrap failed (…{tail}); retrying once");
-            super::cache::remove_tree(&tree)?;
+            super::cache::remove_tree(tree)?;
             result = command.run();
         }
     }
@@ -433,14 +448,19 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path) -> Result<(
     let resolved = match (inputs.offline_repo, inputs.lock) {
         (Some(_), Some(wanted)) => offline_lock(wanted, &installed)?,
         _ => {
-            let indexes = lock::read_indexes(&tree.join("var/lib/apt/lists"), suite)?;
+            // The indexes apt used: in the kept lists (mounted in during the build), or, offline,
+            // in the tree.
+            let lists = lists_cache
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| tree.join(CHROOT_LISTS));
+            let indexes = lock::read_indexes(&lists, suite)?;
             lock::resolve(suite, &installed, &build, &indexes)?
         }
     };
     fs::write(stage.join("packages.lock"), resolved.to_text())?;
     // The indexes served the lock; the guest never reads them (harden removes /var/lib/apt), and
-    // without them the harden stage copies a quarter less.
-    let lists = tree.join("var/lib/apt/lists");
+    // without them the kept tree is a quarter smaller.
+    let lists = tree.join(CHROOT_LISTS);
     if lists.exists() {
         fs::remove_dir_all(&lists).with_context(|| format!("removing {}", lists.display()))?;
     }
@@ -591,7 +611,7 @@ pub fn output(stage: &Path) -> Result<RootfsOutput> {
     let text = fs::read_to_string(&lock_path)
         .with_context(|| format!("reading {}", lock_path.display()))?;
     Ok(RootfsOutput {
-        tree: stage.join("tree"),
+        tree_tar: stage.join(super::scratch::TREE_TAR),
         kernel_version: fs::read_to_string(stage.join("kernel-version"))
             .context("reading the kernel version")?,
         lock: PackagesLock::parse(&text, &lock_path)?,

@@ -826,15 +826,19 @@ fn init_speaks_the_device_mapper_ioctl_layout() {
 }
 
 #[test]
-fn harden_copies_the_tree_but_links_the_module_tree() {
+fn a_kept_tree_unpacks_with_owners_modes_links_devices_and_capabilities() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    let (src, tar, dst) = (
+        dir.path().join("src"),
+        dir.path().join(scratch::TREE_TAR),
+        dir.path().join("dst"),
+    );
     for (path, mode) in [
         ("etc/hostname", 0o644),
         ("usr/bin/tool", 0o4755),
-        ("usr/lib/libx.so", 0o644),
-        ("usr/lib/modules/6.17/kernel/a.ko.zst", 0o644),
+        ("usr/bin/ping", 0o755),
+        ("usr/lib/modules/6.17/kernel/a.ko.zst", 0o600),
     ] {
         let file = src.join(path);
         fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -842,81 +846,137 @@ fn harden_copies_the_tree_but_links_the_module_tree() {
         fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
     }
     fs::set_permissions(src.join("usr"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::lchown(src.join("etc/hostname"), Some(101), Some(102)).unwrap();
     std::os::unix::fs::symlink("lib", src.join("usr/lib64")).unwrap();
-    let modules = Path::new("usr/lib/modules");
-    harden::copy_tree_linking(&src, &dst, modules).unwrap();
-    let linked_at = std::time::SystemTime::now();
-    let ino = |root: &Path, path: &str| fs::symlink_metadata(root.join(path)).unwrap().ino();
-    // Copied: new inodes with the same modes; linked: the same inode.
-    for path in ["etc/hostname", "usr/bin/tool", "usr/lib/libx.so"] {
-        assert_ne!(ino(&src, path), ino(&dst, path), "{path}");
-        assert_eq!(fs::read(dst.join(path)).unwrap(), path.as_bytes());
+    fs::hard_link(src.join("usr/bin/tool"), src.join("usr/bin/tool2")).unwrap();
+    Cmd::new("mknod")
+        .arg(src.join("etc/null"))
+        .args(["c", "1", "3"])
+        .run()
+        .unwrap();
+    // A file capability, as iputils' ping has.
+    Cmd::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(src.join("usr/bin/ping"))
+        .run()
+        .unwrap();
+    scratch::pack(&src, &tar).unwrap();
+    scratch::unpack(&tar, &dst).unwrap();
+    let meta = |root: &Path, path: &str| fs::symlink_metadata(root.join(path)).unwrap();
+    for path in [
+        "",
+        "etc/hostname",
+        "etc/null",
+        "usr",
+        "usr/bin/tool",
+        "usr/lib64",
+        "usr/lib/modules/6.17/kernel/a.ko.zst",
+    ] {
+        let (a, b) = (meta(&src, path), meta(&dst, path));
+        assert_eq!(
+            (a.mode(), a.uid(), a.gid(), a.rdev(), a.nlink()),
+            (b.mode(), b.uid(), b.gid(), b.rdev(), b.nlink()),
+            "{path}"
+        );
     }
-    let mode = |path: &str| fs::symlink_metadata(dst.join(path)).unwrap().mode() & 0o7777;
-    assert_eq!((mode("usr"), mode("usr/bin/tool")), (0o750, 0o4755));
+    assert_eq!(meta(&dst, "etc/hostname").uid(), 101);
+    assert_eq!(meta(&dst, "usr/bin/tool").mode() & 0o7777, 0o4755);
+    assert_eq!(
+        meta(&dst, "usr/bin/tool").ino(),
+        meta(&dst, "usr/bin/tool2").ino()
+    );
     assert_eq!(
         fs::read_link(dst.join("usr/lib64")).unwrap(),
         Path::new("lib")
     );
-    let module = "usr/lib/modules/6.17/kernel/a.ko.zst";
-    assert_eq!(ino(&src, module), ino(&dst, module));
-    // Unlinking a module is fine; changing a linked one through the link is caught.
-    harden::check_linked_unchanged(&dst.join(modules), linked_at).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    fs::set_permissions(dst.join(module), fs::Permissions::from_mode(0o600)).unwrap();
-    let err = harden::check_linked_unchanged(&dst.join(modules), linked_at).unwrap_err();
-    assert!(
-        format!("{err}").contains("shares with the rootfs stage's cache"),
-        "{err}"
+    assert_eq!(
+        fs::read(dst.join("usr/lib/modules/6.17/kernel/a.ko.zst")).unwrap(),
+        b"usr/lib/modules/6.17/kernel/a.ko.zst"
     );
+    let caps = Cmd::new("getcap")
+        .arg(dst.join("usr/bin/ping"))
+        .read()
+        .unwrap();
+    assert!(caps.contains("cap_net_raw=ep"), "{caps}");
+    // Unpacking never merges into an existing tree.
+    assert!(scratch::unpack(&tar, &dst).is_err());
 }
 
 #[test]
-fn the_cache_hooks_link_files_keep_or_replace_and_skip_apt_locks() {
-    use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let (from, to) = (dir.path().join("from"), dir.path().join("to"));
-    fs::create_dir_all(from.join("partial")).unwrap();
-    for (name, text) in [("a.deb", "new a"), ("b.deb", "new b"), ("lock", "")] {
-        fs::write(from.join(name), text).unwrap();
-    }
-    let run = |replace: bool| {
-        let hook = rootfs::link_files_hook(
-            "customize",
-            &cvm_core::cmd::shell_quote(&from.to_string_lossy()),
-            "\"$1/to\"",
-            replace,
-        );
-        let script = hook.strip_prefix("--customize-hook=").unwrap().to_owned();
-        Cmd::new("sh")
-            .args(["-c", &script, "sh"])
-            .arg(dir.path())
-            .run()
-            .unwrap();
-    };
-    // `to` does not exist yet: the hook makes it; `lock` and the directory stay behind.
-    run(false);
-    let mut names: Vec<String> = fs::read_dir(&to)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a.deb", "b.deb"]);
-    let ino = |path: PathBuf| fs::metadata(path).unwrap().ino();
+fn scratch_trees_go_to_ram_only_with_room_to_spare() {
+    let (ram, disk) = (Path::new("/dev/shm"), Path::new("/c/scratch"));
+    let plenty = scratch::RAM_NEEDED;
     assert_eq!(
-        ino(from.join("a.deb")),
-        ino(to.join("a.deb")),
-        "a hard link"
+        scratch::choose_base(Some((ram, plenty)), Some(plenty), disk),
+        (ram.join("cvm-stack"), true)
     );
-    // Kept, then replaced.
-    fs::remove_file(to.join("b.deb")).unwrap();
-    fs::write(to.join("b.deb"), "old b").unwrap();
-    run(false);
-    assert_eq!(fs::read_to_string(to.join("b.deb")).unwrap(), "old b");
-    run(true);
-    assert_eq!(fs::read_to_string(to.join("b.deb")).unwrap(), "new b");
-    // An empty source is no error.
-    fs::remove_dir_all(&from).unwrap();
-    fs::create_dir(&from).unwrap();
-    run(true);
+    for (tmpfs, memory) in [
+        (None, Some(plenty)),
+        (Some((ram, plenty - 1)), Some(plenty)),
+        (Some((ram, plenty)), Some(plenty - 1)),
+        (Some((ram, plenty)), None),
+    ] {
+        assert_eq!(
+            scratch::choose_base(tmpfs, memory, disk),
+            (disk.to_path_buf(), false)
+        );
+    }
+    let meminfo =
+        "MemTotal:       24683652 kB\nMemFree:        21000000 kB\nMemAvailable:   23000000 kB\n";
+    assert_eq!(scratch::mem_available(meminfo), Some(23_000_000 * 1024));
+    assert_eq!(scratch::mem_available("MemTotal: 1 kB\n"), None);
+}
+
+#[test]
+fn the_cache_hooks_mount_the_cache_for_the_build_and_leave_nothing_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("the cache"), dir.path().join("root"));
+    fs::create_dir_all(&cache).unwrap();
+    fs::create_dir_all(&root).unwrap();
+    fs::write(cache.join("kept.deb"), "kept").unwrap();
+    let [setup, customize] = rootfs::bind_cache_hooks(&cache, rootfs::CHROOT_ARCHIVES);
+    let setup = setup.strip_prefix("--setup-hook=").unwrap();
+    let customize = customize.strip_prefix("--customize-hook=").unwrap();
+    // As mmdebstrap runs them, in its private mount namespace: the kept package is there, a
+    // download lands in the cache, and the last hook unmounts before the cleanup.
+    let inside = format!("\"$1/{}\"", rootfs::CHROOT_ARCHIVES);
+    let script = format!(
+        "{setup} && test -f {inside}/kept.deb && echo new > {inside}/new.deb && {customize} && ! test -e {inside}/kept.deb"
+    );
+    Cmd::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&root)
+        .run()
+        .unwrap();
+    assert_eq!(fs::read_to_string(cache.join("new.deb")).unwrap(), "new\n");
+    assert!(fs::read_dir(root.join(rootfs::CHROOT_ARCHIVES))
+        .unwrap()
+        .next()
+        .is_none());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(cache::mounts_under(&mountinfo, dir.path()).is_empty());
+}
+
+#[test]
+fn mmdebstrap_runs_the_system_tools_first() {
+    assert_eq!(
+        rootfs::system_first_path(Some("/root/.pyenv/shims:/usr/bin")),
+        "/usr/sbin:/usr/bin:/sbin:/bin:/root/.pyenv/shims:/usr/bin"
+    );
+    assert_eq!(
+        rootfs::system_first_path(None),
+        "/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    assert_eq!(
+        rootfs::system_first_path(Some("")),
+        "/usr/sbin:/usr/bin:/sbin:/bin"
+    );
 }

@@ -545,6 +545,7 @@ fn rootfs_from_local_mirror(built: &Built, test: &str, sign: bool) -> (String, O
             extra_files: &[],
         },
         &stage,
+        &work.path().join("tree"),
     )
     .expect_err("apt must refuse a mirror whose signature it cannot verify");
     let text = format!("{err:#}");

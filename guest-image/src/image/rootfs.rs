@@ -224,7 +224,7 @@ pub fn bind_cache_hooks(cache: &Path, inside: &str) -> [String; 2] {
 
 /// PATH for mmdebstrap and its hooks: the system's directories first. mmdebstrap runs helpers
 /// such as `#!/usr/bin/env python3` mmtarfilter once per essential package; a version manager's
-/// shims early in a user's PATH (pyenv's cost about half a second per call here) must not stand
+/// shims early in a user's PATH (pyenv's: 0.12 s per start here, against 0.014 s) must not stand
 /// in for the system's interpreter.
 pub fn system_first_path(path: Option<&str>) -> String {
     const SYSTEM: &str = "/usr/sbin:/usr/bin:/sbin:/bin";

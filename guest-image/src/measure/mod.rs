@@ -11,6 +11,8 @@
 pub mod ovmf;
 pub mod reference;
 pub mod rtmr;
+#[cfg(target_arch = "x86_64")]
+mod sha384x4;
 pub mod snp;
 pub mod tdx;
 
@@ -265,6 +267,11 @@ fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// SHA-256 of the file at `path` (hex), as a measurement hashes a kernel or initrd.
+pub fn file_sha256(path: &Path, what: &str) -> Result<String> {
+    sha256_input(path, what).map(|(_, hex)| hex)
+}
+
 /// SHA-256 of an input file, raw and hex.
 fn sha256_input(path: &Path, what: &str) -> Result<([u8; 32], String)> {
     if !path.is_file() {
@@ -291,12 +298,77 @@ fn sha256_input(path: &Path, what: &str) -> Result<([u8; 32], String)> {
     Ok((raw, hex::encode(raw)))
 }
 
+/// A firmware file as an SNP measurement reads it.
+enum FirmwareInput {
+    /// Read whole: an image of an implausible size, which the launch digest checks itself.
+    Whole(Vec<u8>),
+    /// Streamed through [`snp::file_page_hashes`], with the image's last bytes for the parser.
+    Hashed {
+        len: usize,
+        pages: Vec<snp::LaunchDigest>,
+        tail: Vec<u8>,
+    },
+}
+
+/// The last bytes of a firmware image read for its parser: OVMF's footer table and SEV metadata
+/// sit in its last few KiB (the reset vector).
+const FIRMWARE_TAIL: usize = 64 << 10;
+
+/// Reads the firmware at `path` for an SNP measurement on up to `threads` threads, keeping its
+/// last `tail_bytes`.
+fn read_firmware(path: &Path, tail_bytes: usize, threads: usize) -> Result<FirmwareInput> {
+    use std::os::unix::fs::FileExt;
+    let unreadable = |err: std::io::Error| {
+        bad_input(format!(
+            "{}: cannot read the firmware: {err}; pass an existing file",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let len = match usize::try_from(len) {
+        Ok(len) if len > 0 && len % 4096 == 0 && len <= MAX_PREHASHED_FIRMWARE => len,
+        _ => return read_input(path, "firmware").map(FirmwareInput::Whole),
+    };
+    let pages = snp::file_page_hashes(&file, len as u64, threads).map_err(unreadable)?;
+    let tail_len = len.min(tail_bytes);
+    let mut tail = vec![0u8; tail_len];
+    file.read_exact_at(&mut tail, (len - tail_len) as u64)
+        .map_err(unreadable)?;
+    Ok(FirmwareInput::Hashed { len, pages, tail })
+}
+
+/// The launch digest of `firmware` (read from `path`); a streamed image whose last bytes did not
+/// parse is read whole and measured again, so the answer or the error is the whole image's.
+fn snp_digest(
+    path: &Path,
+    firmware: &FirmwareInput,
+    params: &SnpParams,
+) -> Result<snp::LaunchDigest> {
+    match firmware {
+        FirmwareInput::Whole(data) => snp::launch_digest(data, params),
+        FirmwareInput::Hashed { len, pages, tail } => {
+            let streamed = snp::launch_digest_of(
+                snp::Firmware::Hashed {
+                    len: *len,
+                    pages,
+                    tail,
+                },
+                params,
+            );
+            match streamed {
+                Err(_) if tail.len() < *len => {
+                    snp::launch_digest(&read_input(path, "firmware")?, params)
+                }
+                result => result,
+            }
+        }
+    }
+}
+
 /// The files of an SNP request, read and hashed.
 struct SnpPrepared {
-    firmware: Vec<u8>,
-    /// SHA-384 of every firmware page (see [`snp::page_hashes`]) when the image has a
-    /// plausible firmware size; otherwise the launch digest checks and hashes it itself.
-    firmware_pages: Option<Vec<snp::LaunchDigest>>,
+    firmware: FirmwareInput,
     params: SnpParams,
     vcpu_type: Option<String>,
     kernel_sha256: Option<String>,
@@ -333,7 +405,7 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     };
     // The kernel's SHA-256 (tens of MiB for a UKI) runs on its own thread while this one reads
     // and hashes the firmware pages; the launch digest's chain needs both.
-    let (firmware, firmware_pages, kernel_files) = std::thread::scope(|scope| {
+    let (firmware, kernel_files) = std::thread::scope(|scope| {
         // A small kernel is hashed here afterwards: a thread would cost more than it saves.
         let big = |path: &Option<PathBuf>| {
             path.as_deref()
@@ -342,19 +414,16 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
         };
         let kernel = (big(&request.kernel) || big(&request.initrd))
             .then(|| scope.spawn(|| hash_kernel_files(request)));
-        let firmware = read_input(&request.ovmf, "firmware");
-        let firmware_pages = firmware
-            .as_deref()
-            .ok()
-            .filter(|image| image.len() % 4096 == 0 && image.len() <= MAX_PREHASHED_FIRMWARE)
-            .map(snp::page_hashes);
+        // The kernel's thread has a core of its own.
+        let threads = snp::hashing_threads() - usize::from(kernel.is_some());
+        let firmware = read_firmware(&request.ovmf, FIRMWARE_TAIL, threads);
         let kernel_files = match kernel {
             None => hash_kernel_files(request),
             Some(worker) => worker
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
         };
-        (firmware, firmware_pages, kernel_files)
+        (firmware, kernel_files)
     });
     let firmware = firmware?;
     let (kernel_hashes, kernel_sha256, initrd_sha256) = match kernel_files? {
@@ -377,7 +446,6 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
     };
     Ok(SnpPrepared {
         firmware,
-        firmware_pages,
         params,
         vcpu_type,
         kernel_sha256,
@@ -386,12 +454,8 @@ fn prepare_snp(request: &SnpRequest) -> Result<SnpPrepared> {
 }
 
 fn snp_digest_hex(request: &SnpRequest, prepared: &SnpPrepared) -> Result<String> {
-    let digest = snp::launch_digest_hashed(
-        &prepared.firmware,
-        prepared.firmware_pages.as_deref(),
-        &prepared.params,
-    )
-    .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
+    let digest = snp_digest(&request.ovmf, &prepared.firmware, &prepared.params)
+        .with_context(|| format!("measuring firmware {}", request.ovmf.display()))?;
     Ok(hex::encode(digest))
 }
 
@@ -413,7 +477,10 @@ pub fn measure_snp(request: &SnpRequest) -> Result<SnpReport> {
             vcpu_sig: prepared.params.vcpu_sig,
             guest_features: request.guest_features,
             policy: request.policy,
-            firmware_sha256: cvm_core::hash::sha256_hex(&prepared.firmware),
+            firmware_sha256: match &prepared.firmware {
+                FirmwareInput::Whole(data) => cvm_core::hash::sha256_hex(data),
+                FirmwareInput::Hashed { .. } => sha256_input(&request.ovmf, "firmware")?.1,
+            },
             kernel_sha256: prepared.kernel_sha256,
             cmdline: request.kernel.as_ref().and(request.append.clone()),
         },

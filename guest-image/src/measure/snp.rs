@@ -228,29 +228,136 @@ impl Gctx {
     }
 }
 
-/// SHA-384 of each page in `pages`. Pages of one repeated byte (most of an OVMF image: the
-/// padding of its firmware volumes) are hashed once per byte value.
-fn hash_pages(pages: &[&[u8]]) -> Vec<LaunchDigest> {
-    let mut uniform: [Option<LaunchDigest>; 256] = [None; 256];
-    pages
-        .iter()
-        .map(|page| match page.first() {
+/// SHA-384 of pages. Pages of one repeated byte (most of an OVMF image: the padding of its
+/// firmware volumes, 862 of the 1024 pages of Ubuntu's OVMF.amdsev.fd) are hashed once per byte
+/// value.
+struct PageHasher {
+    uniform: [Option<LaunchDigest>; 256],
+}
+
+impl PageHasher {
+    fn new() -> Self {
+        Self {
+            uniform: [None; 256],
+        }
+    }
+
+    /// The hash of `page` when it is one repeated byte.
+    fn uniform(&mut self, page: &[u8]) -> Option<LaunchDigest> {
+        match page.first() {
             // A page equals itself shifted by one byte exactly when all its bytes are equal (a memcmp).
             Some(&first) if page.len() == PAGE && page[1..] == page[..PAGE - 1] => {
-                *uniform[usize::from(first)].get_or_insert_with(|| sha384(page))
+                Some(*self.uniform[usize::from(first)].get_or_insert_with(|| sha384(page)))
             }
-            _ => sha384(page),
-        })
-        .collect()
+            _ => None,
+        }
+    }
+
+    /// Appends the SHA-384 of each of `pages` to `out`: the other pages four at a time on AVX2
+    /// ([`super::sha384x4`]) where the CPU has it.
+    fn hash_into(&mut self, pages: &[&[u8]], out: &mut Vec<LaunchDigest>) {
+        let start = out.len();
+        let mut others: Vec<(usize, &[u8; PAGE])> = Vec::new();
+        for (index, page) in pages.iter().enumerate() {
+            match (self.uniform(page), <&[u8; PAGE]>::try_from(*page)) {
+                (Some(digest), _) => out.push(digest),
+                (None, Ok(whole)) => {
+                    out.push([0; 48]);
+                    others.push((start + index, whole));
+                }
+                (None, Err(_)) => out.push(sha384(page)),
+            }
+        }
+        // The pages hashed four at a time; the rest (and all of them without AVX2) one by one.
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        for group in others.chunks_exact(4) {
+            let pages = std::array::from_fn(|i| group[i].1);
+            let Some(digests) = super::sha384x4::sha384_pages_if_avx2(pages) else {
+                break;
+            };
+            for ((at, _), digest) in group.iter().zip(digests) {
+                out[*at] = digest;
+            }
+            done += 4;
+        }
+        for (at, page) in &others[done..] {
+            out[*at] = sha384(*page);
+        }
+    }
+}
+
+fn hash_pages(pages: &[&[u8]]) -> Vec<LaunchDigest> {
+    let mut hashes = Vec::with_capacity(pages.len());
+    PageHasher::new().hash_into(pages, &mut hashes);
+    hashes
+}
+
+/// How many threads hash firmware pages: the machine's, at most 4.
+pub fn hashing_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+}
+
+/// Bytes each thread reads at a time from a firmware file (a buffer that stays in cache).
+const STREAM_CHUNK: usize = 64 << 10;
+
+/// SHA-384 of every page of `file`, `len` bytes long (whole pages), read by up to `threads`
+/// threads in small chunks. Reading a 4 MiB image into one fresh buffer costs more here (3-5 ms: a page fault
+/// per 4 KiB of the buffer, then the copy) than hashing it. The threads take the chunks in turn
+/// (thread t the chunks t, t + threads, …): an OVMF image's unique pages sit together near its
+/// end, so halves would leave one thread all the hashing.
+pub fn file_page_hashes(
+    file: &std::fs::File,
+    len: u64,
+    threads: usize,
+) -> std::io::Result<Vec<LaunchDigest>> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK_PAGES: usize = STREAM_CHUNK / PAGE;
+    let pages = usize::try_from(len / PAGE as u64).unwrap_or(usize::MAX);
+    let chunks = pages.div_ceil(CHUNK_PAGES);
+    let threads = if pages < 64 { 1 } else { threads }.clamp(1, chunks.max(1));
+    let hash_chunks = |thread: usize| -> std::io::Result<Vec<(usize, Vec<LaunchDigest>)>> {
+        let mut hasher = PageHasher::new();
+        let mut buffer = vec![0u8; STREAM_CHUNK];
+        let mut done = Vec::new();
+        for chunk in (thread..chunks).step_by(threads) {
+            let first = chunk * CHUNK_PAGES;
+            let count = CHUNK_PAGES.min(pages - first);
+            let bytes = &mut buffer[..count * PAGE];
+            file.read_exact_at(bytes, (first * PAGE) as u64)?;
+            let pages: Vec<&[u8]> = bytes.chunks(PAGE).collect();
+            let mut hashes = Vec::with_capacity(count);
+            hasher.hash_into(&pages, &mut hashes);
+            done.push((chunk, hashes));
+        }
+        Ok(done)
+    };
+    let mut hashed: Vec<(usize, Vec<LaunchDigest>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..threads)
+            .map(|thread| scope.spawn(move || hash_chunks(thread)))
+            .collect();
+        let mut hashed = hash_chunks(0)?;
+        for worker in workers {
+            // Hashing cannot panic; if it ever did, the digest must not silently miss pages.
+            hashed.extend(
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+            );
+        }
+        Ok::<_, std::io::Error>(hashed)
+    })?;
+    hashed.sort_unstable_by_key(|(chunk, _)| *chunk);
+    Ok(hashed.into_iter().flat_map(|(_, hashes)| hashes).collect())
 }
 
 /// SHA-384 of every 4 KiB page of `data`, hashed on a few threads (the firmware is most of the
 /// work); the chain itself stays sequential.
 pub fn page_hashes(data: &[u8]) -> Vec<LaunchDigest> {
     let pages: Vec<&[u8]> = data.chunks(PAGE).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
+    let threads = hashing_threads();
     if threads == 1 || pages.len() < 64 {
         return hash_pages(&pages);
     }
@@ -323,30 +430,47 @@ pub fn vmsa_page(eip: u32, vcpu_sig: u32, guest_features: u64, vmm: Vmm) -> Box<
     page
 }
 
+/// The firmware image a launch digest is computed from.
+#[derive(Clone, Copy)]
+pub enum Firmware<'a> {
+    /// The whole image (its pages are hashed here).
+    Whole(&'a [u8]),
+    /// The image as [`file_page_hashes`] read it: its length, the SHA-384 of each of its pages,
+    /// and its last bytes. The OVMF footer table and the SEV metadata are addressed from the end
+    /// of the image, so a parse of the last bytes that succeeds reads exactly the bytes a parse of
+    /// the whole image reads; one that fails must be repeated on the whole image.
+    Hashed {
+        /// The image's length in bytes.
+        len: usize,
+        /// SHA-384 of each page, in order.
+        pages: &'a [LaunchDigest],
+        /// The image's last bytes (all of it, for a small image).
+        tail: &'a [u8],
+    },
+}
+
 /// Computes the SEV-SNP launch digest of `firmware` (the file given to `-bios`) launched with
 /// `params`. Bad firmware or parameters give a bad-input error naming the problem.
 pub fn launch_digest(firmware: &[u8], params: &SnpParams) -> Result<LaunchDigest> {
-    launch_digest_hashed(firmware, None, params)
+    launch_digest_of(Firmware::Whole(firmware), params)
 }
 
-/// [`launch_digest`] with the firmware's [`page_hashes`] computed already (the caller hashes them
-/// while it hashes the kernel); `None` hashes them here.
-pub fn launch_digest_hashed(
-    firmware: &[u8],
-    firmware_pages: Option<&[LaunchDigest]>,
-    params: &SnpParams,
-) -> Result<LaunchDigest> {
+/// [`launch_digest`] of a [`Firmware`].
+pub fn launch_digest_of(firmware: Firmware<'_>, params: &SnpParams) -> Result<LaunchDigest> {
     if params.vcpus == 0 || params.vcpus > MAX_VCPUS {
         return Err(bad_input(format!(
             "--vcpus {} is out of range; use 1..={MAX_VCPUS}",
             params.vcpus
         )));
     }
-    let ovmf = Ovmf::parse(firmware)?;
-    if firmware.len() % PAGE != 0 || firmware.len() as u64 > FOUR_GIB {
+    let (parsed, firmware_len) = match firmware {
+        Firmware::Whole(data) => (data, data.len()),
+        Firmware::Hashed { len, tail, .. } => (tail, len),
+    };
+    let ovmf = Ovmf::parse(parsed)?;
+    if firmware_len % PAGE != 0 || firmware_len as u64 > FOUR_GIB {
         return Err(bad_input(format!(
-            "is {} bytes, not a whole number of 4 KiB pages below 4 GiB: a truncated firmware image?",
-            firmware.len()
+            "is {firmware_len} bytes, not a whole number of 4 KiB pages below 4 GiB: a truncated firmware image?"
         )));
     }
     let sections = ovmf.sev_metadata()?.ok_or_else(|| {
@@ -374,12 +498,18 @@ pub fn launch_digest_hashed(
     }
 
     let mut gctx = Gctx { digest: [0; 48] };
-    let firmware_gpa = FOUR_GIB - firmware.len() as u64;
-    match firmware_pages {
-        Some(hashes) if hashes.len() == firmware.len() / PAGE => {
-            gctx.hashed_pages(firmware_gpa, hashes)
+    let firmware_gpa = FOUR_GIB - firmware_len as u64;
+    match firmware {
+        Firmware::Whole(data) => gctx.normal_pages(firmware_gpa, data),
+        Firmware::Hashed { pages, .. } => {
+            if pages.len() != firmware_len / PAGE {
+                anyhow::bail!(
+                    "internal error: {} page hashes for a firmware of {firmware_len} bytes",
+                    pages.len()
+                );
+            }
+            gctx.hashed_pages(firmware_gpa, pages)
         }
-        _ => gctx.normal_pages(firmware_gpa, firmware),
     }
     for section in &sections {
         let gpa = u64::from(section.gpa);

@@ -586,3 +586,117 @@ proptest! {
         let _ = tdx::mrtd(&bytes, PageAddOrder::Single);
     }
 }
+
+#[test]
+fn streamed_firmware_measures_as_the_whole_image() {
+    let path = shared_firmware(AMDSEV);
+    let whole = std::fs::read(&path).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    assert_eq!(
+        snp::file_page_hashes(&file, whole.len() as u64, snp::hashing_threads()).unwrap(),
+        snp::page_hashes(&whole)
+    );
+    let kernel = KernelHashes::new([7; 32], Some([9; 32]), Some("console=ttyS0"));
+    for (vcpus, kernel_hashes) in [(1, None), (64, Some(kernel))] {
+        let params = SnpParams {
+            vcpus,
+            vcpu_sig: snp::vcpu_signature("EPYC-Genoa").unwrap(),
+            guest_features: 0x21,
+            vmm: Vmm::Qemu,
+            kernel_hashes,
+        };
+        let expected = snp::launch_digest(&whole, &params).unwrap();
+        // The parser's bytes: the default tail, the reset-vector page, a tail too short for the
+        // footer table (measured again from the whole image), and all of it.
+        for tail in [FIRMWARE_TAIL, 4096, 64, whole.len()] {
+            let firmware = read_firmware(&path, tail, 2).unwrap();
+            assert!(matches!(firmware, FirmwareInput::Hashed { .. }));
+            assert_eq!(
+                snp_digest(&path, &firmware, &params).unwrap(),
+                expected,
+                "tail of {tail} bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn streamed_firmware_fails_as_the_whole_image() {
+    // Whole pages that are no OVMF image: the error is the whole image's, whatever the streamed
+    // tail saw.
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = dir.path().join("zeros.fd");
+    std::fs::write(&zeros, vec![0u8; 8192]).unwrap();
+    let params = SnpParams {
+        vcpus: 1,
+        vcpu_sig: snp::vcpu_signature("EPYC-v4").unwrap(),
+        guest_features: 1,
+        vmm: Vmm::Qemu,
+        kernel_hashes: None,
+    };
+    for tail in [64, FIRMWARE_TAIL] {
+        let firmware = read_firmware(&zeros, tail, 2).unwrap();
+        let streamed = snp_digest(&zeros, &firmware, &params).unwrap_err();
+        let whole = snp::launch_digest(&std::fs::read(&zeros).unwrap(), &params).unwrap_err();
+        assert_eq!(format!("{streamed:#}"), format!("{whole:#}"));
+    }
+}
+
+/// Pages of pseudo-random bytes (a fixed xorshift sequence).
+fn noise_pages(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed | 1;
+    (0..count)
+        .map(|_| {
+            (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn four_lane_sha384_equals_the_one_page_hash() {
+    let mut pages = noise_pages(6, 42);
+    pages[4] = vec![0; 4096];
+    pages[5] = (0..4096).map(|i| (i / 128) as u8).collect();
+    for group in [[0, 1, 2, 3], [4, 5, 0, 1], [5, 5, 5, 4]] {
+        let four: [&[u8; 4096]; 4] = group.map(|i| pages[i].as_slice().try_into().unwrap());
+        let Some(digests) = sha384x4::sha384_pages_if_avx2(four) else {
+            eprintln!("SKIPPED: this CPU has no AVX2, so the four-lane SHA-384 is never used here");
+            return;
+        };
+        for (lane, &i) in group.iter().enumerate() {
+            assert_eq!(digests[lane], sha384(&pages[i]), "lane {lane}, page {i}");
+        }
+    }
+}
+
+#[test]
+fn page_hashes_are_the_sha384_of_every_page() {
+    // Unique pages in groups of four and not, uniform pages between them, a short last page.
+    let mut data = Vec::new();
+    for (i, page) in noise_pages(11, 7).into_iter().enumerate() {
+        data.extend(page);
+        if i % 3 == 0 {
+            data.extend([0xffu8; 4096]);
+        }
+    }
+    data.extend([5u8; 100]);
+    let expected: Vec<snp::LaunchDigest> = data.chunks(4096).map(sha384).collect();
+    assert_eq!(snp::page_hashes(&data), expected);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.bin");
+    let whole = &data[..data.len() - 100];
+    std::fs::write(&path, whole).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    assert_eq!(
+        snp::file_page_hashes(&file, whole.len() as u64, snp::hashing_threads()).unwrap(),
+        expected[..expected.len() - 1]
+    );
+}

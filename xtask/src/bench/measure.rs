@@ -9,6 +9,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use cvm_core::cmd::Cmd;
 use guest_image::measure::{
+    self,
     reference::{self, SevSnpMeasure},
     SnpRequest, Vcpu, Vmm,
 };
@@ -85,6 +86,9 @@ fn measure_inputs(root: &Path, scratch: &Path) -> Result<Vec<(String, SnpRequest
     Ok(inputs)
 }
 
+/// The speed-up the measurement issue asks for.
+const TARGET_RATIO: f64 = 8.0;
+
 /// The median and the best wall time of `runs` runs of `command`.
 fn wall_times(command: &Cmd, runs: u32) -> Result<(Duration, Duration)> {
     let mut times = Vec::new();
@@ -148,6 +152,8 @@ pub fn measure(args: BenchMeasureArgs) -> Result<ExitCode> {
         "", "median / best ms", "median / best ms", "ratio", "ratio"
     );
     let mut ratios = Vec::new();
+    // The median ratios of the inputs whose kernel hashing does not bound them below the target.
+    let mut unbounded_ratios = Vec::new();
     for (label, request) in &inputs {
         let ours = Cmd::new(&binary)
             .args(["measure", "snp"])
@@ -175,8 +181,45 @@ pub fn measure(args: BenchMeasureArgs) -> Result<ExitCode> {
             median_ratio,
             best_ratio
         );
+        // Both tools must SHA-256 the whole kernel and initrd, one stream each: that time bounds
+        // the ratio however fast the rest is.
+        let files: Vec<&Path> = [&request.kernel, &request.initrd]
+            .into_iter()
+            .flatten()
+            .map(|path| path.as_path())
+            .collect();
+        let file_bytes: u64 = files
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        let mut unbounded = true;
+        if file_bytes >= 1 << 20 {
+            let mut floor = Duration::MAX;
+            for _ in 0..3 {
+                let started = Instant::now();
+                for file in &files {
+                    measure::file_sha256(file, "kernel")?;
+                }
+                floor = floor.min(started.elapsed());
+            }
+            let bound = their_median.as_secs_f64() / floor.as_secs_f64().max(1e-9);
+            unbounded = bound >= TARGET_RATIO;
+            println!(
+                "{:<58} floor: SHA-256 of the kernel and initrd alone takes {:.1} ms here, so no tool can be more than {bound:.1}x faster than sev-snp-measure on this input",
+                "",
+                milliseconds(floor),
+            );
+        }
+        if unbounded {
+            unbounded_ratios.push(median_ratio);
+        }
     }
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("same digest as sev-snp-measure on every input; smallest median ratio {min:.1}x");
+    let smallest = |ratios: &[f64]| ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "same digest as sev-snp-measure on every input; smallest median ratio {:.1}x, {:.1}x where no kernel hash bounds it below the {TARGET_RATIO}x target",
+        smallest(&ratios),
+        smallest(&unbounded_ratios)
+    );
     Ok(ExitCode::SUCCESS)
 }

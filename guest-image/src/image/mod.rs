@@ -42,8 +42,31 @@ use cache::{Cache, KeyBuilder};
 pub use distro::{DebianFallback, Distro};
 use lock::PackagesLock;
 
-/// Bumped when a stage's code changes what it produces, so old cache entries are not reused.
+/// Bumped when a stage's code changes what it produces, so old cache entries are not reused
+/// (the rootfs key also covers the whole mmdebstrap command, its hooks included).
 const PIPELINE_VERSION: &str = "4";
+
+/// The rootfs stage's mmdebstrap command with placeholder paths (and no lock), as its key
+/// covers it: any changed option or hook rebuilds the root.
+pub fn rootfs_command_text(
+    model: &cvm_core::model::Model,
+    distro: &Distro,
+    extra_files: &[overlay::OverlayFile],
+) -> String {
+    rootfs::mmdebstrap_command(
+        model,
+        &rootfs::RootfsInputs {
+            lock: None,
+            deb_cache: Path::new("/cache/debs"),
+            offline_repo: None,
+            distro,
+            extra_files,
+        },
+        Path::new("/stage"),
+        Path::new("/tree"),
+    )
+    .to_string()
+}
 
 /// The guest's os-release, relative to its root.
 pub(crate) const OS_RELEASE: &str = "usr/lib/os-release";
@@ -318,7 +341,12 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             .text("extra-file", &format!("{} {:o}", file.path, file.mode))
             .bytes(&file.path, &file.contents);
     }
-    let rootfs_key = key.finish();
+    let rootfs_key = key
+        .text(
+            "mmdebstrap",
+            &rootfs_command_text(&model.model, distro, &extra_files),
+        )
+        .finish();
     let wanted_lock = existing_lock.clone();
     let rootfs_dir = timer.run("rootfs", || {
         let stage = cache.stage(

@@ -234,9 +234,29 @@ pub fn system_first_path(path: Option<&str>) -> String {
     }
 }
 
-/// Runs mmdebstrap into `tree` (a scratch directory) and writes `stage/{vmlinuz,kernel-version,
-/// packages.lock,firmware.fd,stub.efi}`; the caller keeps the tree.
-pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path) -> Result<()> {
+/// The rootfs stage's index of the build-side packages, in `stage`.
+fn build_list_path(stage: &Path) -> PathBuf {
+    stage.join("build-packages.txt")
+}
+
+/// Where apt's package indexes are kept between builds, beside the package cache: `apt-get
+/// update` then fetches only what changed (it checks every kept index against the signed
+/// InRelease). An offline build's indexes come from its local repository and are not kept.
+fn lists_cache_path(inputs: &RootfsInputs<'_>) -> Option<PathBuf> {
+    let mut lists = inputs.deb_cache.as_os_str().to_owned();
+    lists.push("-lists");
+    inputs.offline_repo.is_none().then(|| PathBuf::from(lists))
+}
+
+/// The mmdebstrap command of the rootfs stage (it reads `stage`'s early/ and overlay/ and writes
+/// the guest into `tree`). Its text with placeholder paths is part of the stage key, so a
+/// changed option or hook rebuilds the root.
+pub fn mmdebstrap_command(
+    model: &Model,
+    inputs: &RootfsInputs<'_>,
+    stage: &Path,
+    tree: &Path,
+) -> Cmd {
     let distro = inputs.distro;
     let suite = distro.suite(model);
     let gpu = model.guest.profile == cvm_core::model::Profile::Gpu;
@@ -245,21 +265,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path
         (Distro::Ubuntu, true) => "main,restricted,universe",
         _ => distro.components(model),
     };
-    distro.check_firmware()?;
     let build_packages: Vec<&str> = distro.build_files().iter().map(|f| f.0).collect();
     let early = stage.join("early");
     let overlay = stage.join("overlay");
-    fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
-    fs::create_dir_all(early.join(CHROOT_ARCHIVES))?;
-    if let Some(lock) = inputs.lock {
-        fs::write(
-            early.join("etc/apt/preferences.d/cvm-lock.pref"),
-            lock.apt_preferences(),
-        )?;
-    }
-    write_overlay(&overlay)?;
-    super::overlay::write(inputs.extra_files, &overlay)?;
-    fs::create_dir_all(inputs.deb_cache)?;
     let mut include: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
     include.extend(distro.extra_packages().iter().map(|s| s.to_string()));
     let kernel = distro.kernel(model);
@@ -269,20 +277,13 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path
         include.push(kernel.to_owned());
     }
     include.extend(model.guest.packages.iter().cloned());
-    let build_list = stage.join("build-packages.txt");
-    // apt's package indexes are kept between builds beside the package cache: `apt-get update`
-    // then fetches only what changed (it checks every kept index against the signed InRelease).
-    // An offline build's indexes come from its local repository and are not kept.
-    let mut lists_path = inputs.deb_cache.as_os_str().to_owned();
-    lists_path.push("-lists");
-    let lists_path = PathBuf::from(lists_path);
-    let lists_cache = inputs
-        .offline_repo
-        .is_none()
-        .then_some(lists_path.as_path());
+    let build_list = build_list_path(stage);
+    let lists_cache = lists_cache_path(inputs);
     let q = |path: &Path| cvm_core::cmd::shell_quote(&path.to_string_lossy());
     let archives_hooks = bind_cache_hooks(inputs.deb_cache, CHROOT_ARCHIVES);
-    let lists_hooks = lists_cache.map(|lists| bind_cache_hooks(lists, CHROOT_LISTS));
+    let lists_hooks = lists_cache
+        .as_deref()
+        .map(|lists| bind_cache_hooks(lists, CHROOT_LISTS));
     // mmdebstrap runs in a private mount namespace, so the /proc, /sys and /dev mounts of its
     // chroot are never visible on the host and vanish with it; setpriv --pdeathsig makes it stop
     // (SIGTERM) when this build is killed, even with SIGKILL, instead of running on as an orphan.
@@ -360,7 +361,32 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path
         Some(repo) => vec![super::local_repo::source_line(repo, true)],
         None => source_lines(suite, distro.mirror(model), &components.replace(',', " ")),
     };
-    command = command.arg(suite).arg(tree).args(sources);
+    command.arg(suite).arg(tree).args(sources)
+}
+
+/// Runs mmdebstrap into `tree` (a scratch directory) and writes `stage/{vmlinuz,kernel-version,
+/// packages.lock,firmware.fd,stub.efi}`; the caller keeps the tree.
+pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path) -> Result<()> {
+    let distro = inputs.distro;
+    let suite = distro.suite(model);
+    let gpu = model.guest.profile == cvm_core::model::Profile::Gpu;
+    distro.check_firmware()?;
+    let early = stage.join("early");
+    let overlay = stage.join("overlay");
+    fs::create_dir_all(early.join("etc/apt/preferences.d"))?;
+    fs::create_dir_all(early.join(CHROOT_ARCHIVES))?;
+    if let Some(lock) = inputs.lock {
+        fs::write(
+            early.join("etc/apt/preferences.d/cvm-lock.pref"),
+            lock.apt_preferences(),
+        )?;
+    }
+    write_overlay(&overlay)?;
+    super::overlay::write(inputs.extra_files, &overlay)?;
+    fs::create_dir_all(inputs.deb_cache)?;
+    let command = mmdebstrap_command(model, inputs, stage, tree);
+    let build_list = build_list_path(stage);
+    let lists_cache = lists_cache_path(inputs);
     let mut result = command.run();
     if let Err(err) = &result {
         // A fetch or hook pipe can fail once for reasons outside the build (a mirror hiccup;
@@ -450,9 +476,7 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path
         _ => {
             // The indexes apt used: in the kept lists (mounted in during the build), or, offline,
             // in the tree.
-            let lists = lists_cache
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| tree.join(CHROOT_LISTS));
+            let lists = lists_cache.unwrap_or_else(|| tree.join(CHROOT_LISTS));
             let indexes = lock::read_indexes(&lists, suite)?;
             lock::resolve(suite, &installed, &build, &indexes)?
         }

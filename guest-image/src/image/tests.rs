@@ -980,3 +980,14 @@ fn mmdebstrap_runs_the_system_tools_first() {
         "/usr/sbin:/usr/bin:/sbin:/bin"
     );
 }
+
+#[test]
+fn the_rootfs_key_covers_the_mmdebstrap_command() {
+    // A changed option or hook shows here first (and in the rootfs key, which hashes this text).
+    let model = cvm_core::model::load(None).unwrap().model;
+    let text = rootfs_command_text(&model, &Distro::Ubuntu, &[]);
+    expect_file!["../../tests/data/image/mmdebstrap-command.txt"].assert_eq(&text);
+    let mut gpu = model.clone();
+    gpu.guest.profile = cvm_core::model::Profile::Gpu;
+    assert_ne!(rootfs_command_text(&gpu, &Distro::Ubuntu, &[]), text);
+}

@@ -620,7 +620,8 @@ fn explain_mmdebstrap(err: anyhow::Error, suite: &str, keyring: Option<&str>) ->
     {
         "the package mirror is unreachable: check the network, or set [guest] mirror in the model"
     } else if text.contains("No space left") {
-        "the disk is full: free space under target/ (the stage cache is target/cvm-cache)"
+        "a file system is full: free space under target/ (the stage cache is target/cvm-cache) \
+         and in /dev/shm (where the build works on its trees when it has room)"
     } else {
         "see mmdebstrap's messages above"
     };

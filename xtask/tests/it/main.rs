@@ -864,3 +864,148 @@ fn launch_render_writes_a_script_bash_accepts() {
         .unwrap();
     assert!(status.success(), "bash -n rejects {}", script.display());
 }
+
+/// Processes whose command line names `dir`, or whose root directory (a chroot) is inside it.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let proc_dir = entry.path();
+        if proc_dir.join("cmdline").is_file() && entry.file_name() != "self" {
+            let cmdline = std::fs::read(proc_dir.join("cmdline"))
+                .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+                .unwrap_or_default();
+            let chroot = std::fs::read_link(proc_dir.join("root")).unwrap_or_default();
+            if cmdline.contains(&needle) || chroot.starts_with(dir) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// DESIGN §4 and the guest image issue: a build killed with SIGKILL while mmdebstrap installs
+/// the root leaves no process, no mount and no output behind, and the next build succeeds and
+/// removes its scratch tree.
+#[test]
+fn a_build_killed_in_mmdebstrap_leaves_nothing_running_and_the_next_build_succeeds() {
+    const TEST: &str =
+        "a_build_killed_in_mmdebstrap_leaves_nothing_running_and_the_next_build_succeeds";
+    if !cvm_core::skip::require_slow(TEST) {
+        return;
+    }
+    use std::io::BufRead;
+    let out = root().join("target/cvm-test/killed-build");
+    let _ = std::fs::remove_dir_all(&out);
+    #[allow(clippy::disallowed_methods)] // Tests run the binary under test directly.
+    let mut build = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["guest", "build", "--no-cache", "--out", path_str(&out)])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stderr_pipe = build.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // The scratch directory the build names, then its root tree well into the package install.
+    let mut text = String::new();
+    let scratch = loop {
+        match received.recv_timeout(std::time::Duration::from_secs(300)) {
+            Ok(line) => {
+                text.push_str(&line);
+                text.push('\n');
+                if let Some(rest) = line.trim().strip_prefix("Scratch trees in ") {
+                    break PathBuf::from(rest.split(" (").next().unwrap());
+                }
+            }
+            Err(_) => {
+                let _ = build.kill();
+                let _ = build.wait();
+                if text.contains("unreachable") {
+                    cvm_core::skip::skip(TEST, &format!("cannot build here: {}", text.trim()));
+                    return;
+                }
+                panic!("the build never named its scratch directory:\n{text}");
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let installing = || {
+        std::fs::read_dir(&scratch)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .any(|tree| tree.path().join("var/lib/dpkg/status").is_file())
+    };
+    while !installing() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "mmdebstrap never started installing into {}",
+            scratch.display()
+        );
+        if let Some(status) = build.try_wait().unwrap() {
+            while let Ok(line) = received.try_recv() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            if text.contains("unreachable") {
+                cvm_core::skip::skip(TEST, &format!("cannot build here: {}", text.trim()));
+                return;
+            }
+            panic!("the build ended ({status}) before it could be killed:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !processes_in(&scratch).is_empty(),
+        "nothing is building in {}",
+        scratch.display()
+    );
+    build.kill().unwrap();
+    build.wait().unwrap();
+    // mmdebstrap gets SIGTERM when its parent dies (setpriv --pdeathsig) and stops its children;
+    // its mounts live in its own namespace and go with its last process.
+    let killed = std::time::Instant::now();
+    while !processes_in(&scratch).is_empty() {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(60),
+            "still running a minute after the build was killed: {:?}",
+            processes_in(&scratch)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cache = root().join("target/cvm-cache");
+    for line in mountinfo.lines() {
+        assert!(
+            !line.contains(&*scratch.to_string_lossy())
+                && !line.contains(&*cache.to_string_lossy()),
+            "a mount outlived the killed build: {line}"
+        );
+    }
+    assert!(!out.exists(), "the killed build left {}", out.display());
+    assert!(
+        scratch.exists(),
+        "the killed build's scratch tree is gone already"
+    );
+
+    let next = xtask(&["guest", "build", "--out", path_str(&out)], 0);
+    let text = stderr(&next);
+    assert!(
+        text.contains("leftover of a killed build") && text.contains(&*scratch.to_string_lossy()),
+        "the next build did not remove {}:\n{text}",
+        scratch.display()
+    );
+    assert!(!scratch.exists());
+    assert!(out.join("manifest.json").is_file());
+}

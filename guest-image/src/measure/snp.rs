@@ -245,7 +245,8 @@ impl PageHasher {
     /// The hash of `page` when it is one repeated byte.
     fn uniform(&mut self, page: &[u8]) -> Option<LaunchDigest> {
         match page.first() {
-            // A page equals itself shifted by one byte exactly when all its bytes are equal (a memcmp).
+            // A page equals itself shifted by one byte exactly when all its bytes are equal
+            // (a memcmp).
             Some(&first) if page.len() == PAGE && page[1..] == page[..PAGE - 1] => {
                 Some(*self.uniform[usize::from(first)].get_or_insert_with(|| sha384(page)))
             }
@@ -304,10 +305,10 @@ pub fn hashing_threads() -> usize {
 const STREAM_CHUNK: usize = 64 << 10;
 
 /// SHA-384 of every page of `file`, `len` bytes long (whole pages), read by up to `threads`
-/// threads in small chunks. Reading a 4 MiB image into one fresh buffer costs more here (3-5 ms: a page fault
-/// per 4 KiB of the buffer, then the copy) than hashing it. The threads take the chunks in turn
-/// (thread t the chunks t, t + threads, …): an OVMF image's unique pages sit together near its
-/// end, so halves would leave one thread all the hashing.
+/// threads in small chunks. Reading a 4 MiB image into one fresh buffer costs more here (3-5 ms:
+/// a page fault per 4 KiB of the buffer, then the copy) than hashing it. The threads take the
+/// chunks in turn (thread t the chunks t, t + threads, …): an OVMF image's unique pages sit
+/// together near its end, so halves would leave one thread all the hashing.
 pub fn file_page_hashes(
     file: &std::fs::File,
     len: u64,

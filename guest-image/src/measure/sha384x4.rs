@@ -3,9 +3,10 @@
 //! The launch digest hashes every page of the firmware independently, which is what a
 //! multi-buffer hash is for: the same SHA-512 rounds (FIPS 180-4 §6.4) run on four messages side
 //! by side. ring's SHA-512 uses its AVX code only on Intel CPUs; on AMD it runs the scalar code,
-//! and this is about twice as fast there. Every message is exactly one page, so each lane
-//! compresses 32 blocks of page data and then the same padding block (0x80, zeros, the length
-//! 32768 bits). Callers check `is_x86_feature_detected!("avx2")` and fall back to ring.
+//! and this is about three times as fast there (400 pages on an AMD EPYC: 1.15 ms against
+//! 3.3 ms). Every message is exactly one page, so each lane compresses 32 blocks of page data
+//! and then the same padding block (0x80, zeros, the length 32768 bits). Callers check
+//! `is_x86_feature_detected!("avx2")` and fall back to ring.
 
 use std::arch::x86_64::{
     __m256i, _mm256_add_epi64, _mm256_and_si256, _mm256_andnot_si256, _mm256_extract_epi64,

@@ -131,18 +131,17 @@ pub fn run(
     let (_, bare_s) = timed("bare mmdebstrap", || bare.run().map(|_| ()))?;
     let _ = fs::remove_file(&tar);
     let ram = super::scratch::Scratch::new(&options(out.clone(), false).cache)?;
-    let bare_in_ram_s = match ram.in_ram() {
-        true => {
-            let tmp = ram.path("bare-tmp")?;
-            fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            let bare = bare.clone().env("TMPDIR", &tmp);
-            let (_, seconds) = timed("bare mmdebstrap, temporary tree in RAM", || {
-                bare.run().map(|_| ())
-            })?;
-            let _ = fs::remove_file(&tar);
-            Some(seconds)
-        }
-        false => None,
+    let bare_in_ram_s = if ram.in_ram() {
+        let tmp = ram.path("bare-tmp")?;
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let bare = bare.clone().env("TMPDIR", &tmp);
+        let (_, seconds) = timed("bare mmdebstrap, temporary tree in RAM", || {
+            bare.run().map(|_| ())
+        })?;
+        let _ = fs::remove_file(&tar);
+        Some(seconds)
+    } else {
+        None
     };
     drop(ram);
 

@@ -309,44 +309,32 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     let mut timer = Timer { stages: Vec::new() };
 
     // Stage rootfs: the key covers everything mmdebstrap sees except the lock; a cached output is
-    // reused only when its resolved lock equals the current lock file.
-    let mut packages = guest.packages.clone();
-    packages.extend(distro.extra_packages().iter().map(|s| s.to_string()));
+    // reused only when its resolved lock equals the current lock file. The mmdebstrap command
+    // (suite, mirror, components, kernel, package set, hooks) is in it as text; what the command
+    // only names by path — the guest files, the model's extra files — and its environment are
+    // added on their own.
     let mut key = KeyBuilder::new("rootfs", None)
         .text("pipeline", PIPELINE_VERSION)
-        .text("suite", distro.suite(&model.model))
-        .text("mirror", distro.mirror(&model.model).unwrap_or(""))
-        .text("kernel", distro.kernel(&model.model))
         .text(
-            "kernel-hook",
-            &rootfs::kernel_image_hook(distro.kernel(&model.model), None),
+            "mmdebstrap",
+            &rootfs_command_text(&model.model, distro, &extra_files),
         )
-        .text("packages", &packages.join(","))
         .text("epoch", &epoch.to_string())
-        .text("tools", &tools_text)
-        .text("base-packages", &rootfs::BASE_PACKAGES.join(","));
+        .text("tools", &tools_text);
     for file in rootfs::GUEST_FILES {
         key = key.text(file.path, file.contents);
     }
     if let Some(sha256) = &firmware_sha256 {
         key = key.text("firmware", sha256);
     }
-    if profile == cvm_core::model::Profile::Gpu {
-        key = key
-            .text("profile", "gpu")
-            .text("gpu-install", &gpu::install_hook(&guest.gpu.driver));
-    }
     for file in &extra_files {
         key = key
             .text("extra-file", &format!("{} {:o}", file.path, file.mode))
             .bytes(&file.path, &file.contents);
     }
-    let rootfs_key = key
-        .text(
-            "mmdebstrap",
-            &rootfs_command_text(&model.model, distro, &extra_files),
-        )
-        .finish();
+    let rootfs_key = key.finish();
+    // The scratch names of this build's trees, by stage key.
+    let rootfs_tree = format!("rootfs-{rootfs_key}");
     let wanted_lock = existing_lock.clone();
     let rootfs_dir = timer.run("rootfs", || {
         let stage = cache.stage(
@@ -369,7 +357,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
                     progress("Offline", "making a local repository from packages.lock and the package cache");
                     local_repo::write(lock, &deb_cache, &repo)?;
                 }
-                let tree = scratch.path(&format!("rootfs-{rootfs_key}"))?;
+                let tree = scratch.path(&rootfs_tree)?;
                 rootfs::build(
                     &model.model,
                     &rootfs::RootfsInputs {
@@ -431,6 +419,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             .text("gpu-keep-modules", gpu::KEEP_MODULES);
     }
     let harden_key = harden_key.finish();
+    let harden_tree = format!("harden-{harden_key}");
     let harden_dir = timer.run("harden", || {
         let stage = cache.stage(
             "harden",
@@ -439,11 +428,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
             |dir| {
                 // The root tree this build made, or the cached one unpacked: hardened in place
                 // (the rootfs stage keeps its own copy as a tar file).
-                let tree = scratch.take_tree(
-                    &format!("rootfs-{rootfs_key}"),
-                    &rootfs_out.tree_tar,
-                    &format!("harden-{harden_key}"),
-                )?;
+                let tree = scratch.take_tree(&rootfs_tree, &rootfs_out.tree_tar, &harden_tree)?;
                 let report = harden::harden(
                     &tree,
                     distro.kernel(&model.model),
@@ -470,12 +455,7 @@ pub fn build(model: &LoadedModel, options: BuildOptions) -> Result<BuildReport> 
     })?;
 
     // The hardened tree for the stages that read it: this build's, or the cached one unpacked.
-    let hardened_tree = || {
-        scratch.tree(
-            &format!("harden-{harden_key}"),
-            &harden_dir.join(scratch::TREE_TAR),
-        )
-    };
+    let hardened_tree = || scratch.tree(&harden_tree, &harden_dir.join(scratch::TREE_TAR));
 
     // Stage initrd: our /init and the modules it loads, taken from the hardened tree (so the
     // initrd's modules are the root's own files).

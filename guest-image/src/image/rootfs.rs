@@ -482,8 +482,9 @@ pub fn build(model: &Model, inputs: &RootfsInputs<'_>, stage: &Path, tree: &Path
         }
     };
     fs::write(stage.join("packages.lock"), resolved.to_text())?;
-    // The indexes served the lock; the guest never reads them (harden removes /var/lib/apt), and
-    // without them the kept tree is a quarter smaller.
+    // An offline build's indexes (from its local repository) are in the tree; they served the
+    // lock, and the guest never reads them (harden removes /var/lib/apt). Online, the kept lists
+    // were mounted over this directory and it is empty.
     let lists = tree.join(CHROOT_LISTS);
     if lists.exists() {
         fs::remove_dir_all(&lists).with_context(|| format!("removing {}", lists.display()))?;

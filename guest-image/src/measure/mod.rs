@@ -257,14 +257,17 @@ pub struct SnpRequest {
     pub policy: Option<u64>,
 }
 
+/// The bad-input error for an input file that cannot be read.
+fn unreadable(path: &Path, what: &str, err: std::io::Error) -> anyhow::Error {
+    bad_input(format!(
+        "{}: cannot read the {what}: {err}; pass an existing file",
+        path.display()
+    ))
+}
+
 /// Reads an input file named on the command line or by the model; failures are bad input.
 fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|err| {
-        bad_input(format!(
-            "{}: cannot read the {what}: {err}; pass an existing file",
-            path.display()
-        ))
-    })
+    std::fs::read(path).map_err(|err| unreadable(path, what, err))
 }
 
 /// SHA-256 of the file at `path` (hex), as a measurement hashes a kernel or initrd.
@@ -318,12 +321,7 @@ const FIRMWARE_TAIL: usize = 64 << 10;
 /// last `tail_bytes`.
 fn read_firmware(path: &Path, tail_bytes: usize, threads: usize) -> Result<FirmwareInput> {
     use std::os::unix::fs::FileExt;
-    let unreadable = |err: std::io::Error| {
-        bad_input(format!(
-            "{}: cannot read the firmware: {err}; pass an existing file",
-            path.display()
-        ))
-    };
+    let unreadable = |err| unreadable(path, "firmware", err);
     let file = std::fs::File::open(path).map_err(unreadable)?;
     let len = file.metadata().map_err(unreadable)?.len();
     let len = match usize::try_from(len) {

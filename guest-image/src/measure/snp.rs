@@ -288,12 +288,6 @@ impl PageHasher {
     }
 }
 
-fn hash_pages(pages: &[&[u8]]) -> Vec<LaunchDigest> {
-    let mut hashes = Vec::with_capacity(pages.len());
-    PageHasher::new().hash_into(pages, &mut hashes);
-    hashes
-}
-
 /// How many threads hash firmware pages: the machine's, at most 4.
 pub fn hashing_threads() -> usize {
     std::thread::available_parallelism()
@@ -354,30 +348,13 @@ pub fn file_page_hashes(
     Ok(hashed.into_iter().flat_map(|(_, hashes)| hashes).collect())
 }
 
-/// SHA-384 of every 4 KiB page of `data`, hashed on a few threads (the firmware is most of the
-/// work); the chain itself stays sequential.
+/// SHA-384 of every 4 KiB page of `data` (an image in memory: the one-page kernel-hashes area,
+/// or a firmware that [`file_page_hashes`] did not stream).
 pub fn page_hashes(data: &[u8]) -> Vec<LaunchDigest> {
     let pages: Vec<&[u8]> = data.chunks(PAGE).collect();
-    let threads = hashing_threads();
-    if threads == 1 || pages.len() < 64 {
-        return hash_pages(&pages);
-    }
-    let per_thread = pages.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = pages
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || hash_pages(chunk)))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| {
-                // Hashing cannot panic; if it ever did, the digest must not silently miss pages.
-                worker
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    let mut hashes = Vec::with_capacity(pages.len());
+    PageHasher::new().hash_into(&pages, &mut hashes);
+    hashes
 }
 
 /// The reset EIP of the bootstrap processor.

@@ -991,3 +991,21 @@ fn the_rootfs_key_covers_the_mmdebstrap_command() {
     gpu.guest.profile = cvm_core::model::Profile::Gpu;
     assert_ne!(rootfs_command_text(&gpu, &Distro::Ubuntu, &[]), text);
 }
+
+#[test]
+fn a_sweep_removes_only_what_dead_builds_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // No process has this pid (above every pid_max); this test's process is alive.
+    let dead = dir.path().join("build-0.tmp-4294967294");
+    let alive = dir
+        .path()
+        .join(format!("build-1.tmp-{}", std::process::id()));
+    let other = dir.path().join("build-2");
+    for path in [&dead, &alive, &other] {
+        fs::create_dir_all(path.join("usr/bin")).unwrap();
+        fs::write(path.join("usr/bin/tool"), "x").unwrap();
+    }
+    cache::sweep_stale(dir.path()).unwrap();
+    assert!(!dead.exists());
+    assert!(alive.exists() && other.exists());
+}
